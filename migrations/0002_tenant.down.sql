@@ -1,0 +1,2 @@
+drop table api_key;
+drop table tenant;

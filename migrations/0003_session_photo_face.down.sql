@@ -1,0 +1,3 @@
+drop table face;
+drop table photo;
+drop table session;

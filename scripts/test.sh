@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Brings up PostgreSQL+pgvector, Redis and S3 (scripts/services.sh), fetches the models and test
+# photos, then runs the whole test suite against those real services.
+#   scripts/test.sh                # everything
+#   scripts/test.sh --no-lint      # skip fmt/clippy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lint=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-lint) lint=0 ;;
+    *) echo "usage: scripts/test.sh [--no-lint]" >&2; exit 2 ;;
+  esac
+done
+
+start=$(date +%s)
+scripts/services.sh up
+scripts/fetch-models.sh
+scripts/fetch-fixtures.sh
+eval "$(scripts/services.sh env)"
+export RUST_LOG="${RUST_LOG:-warn}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+echo "set-up took $(( $(date +%s) - start ))s"
+
+if [ "$lint" = 1 ]; then
+  cargo fmt --all -- --check
+  cargo clippy --all-targets --locked -- -D warnings
+fi
+
+# Unit tests and the API tests run in parallel, each API test on its own database, bucket and
+# Redis prefix.
+cargo test --locked --lib --bins --test api
+# Fault tests stop and restart the shared services, so they run alone and one at a time.
+cargo test --locked --test faults -- --test-threads=1
+echo "test suite took $(( $(date +%s) - start ))s"
