@@ -1,0 +1,36 @@
+//! The face engine: photo bytes in; faces out with box, 5 landmarks, detection score, quality
+//! and a unit-length embedding. Pure Rust (tract-onnx); no web or database code here.
+//!
+//! Pipeline: `decode` (limits, EXIF orientation, RGB8) -> `detector` (SCRFD, optional tiles,
+//! padded retry) -> `align` (similarity transform to the ArcFace template, 112x112 warp) ->
+//! `quality` -> `embedder` (ArcFace). `engine::FaceEngine` ties them together,
+//! `runtime::FaceRuntime` runs it off the async executor with a bounded queue.
+
+pub mod align;
+pub mod bench;
+pub mod decode;
+pub mod detector;
+pub mod embedder;
+pub mod embedding;
+pub mod engine;
+pub mod error;
+pub mod geometry;
+pub mod letterbox;
+mod model;
+pub mod quality;
+pub mod runtime;
+pub mod tiling;
+
+#[cfg(test)]
+mod tests;
+
+pub use bench::{run_bench, BenchReport};
+pub use embedding::Embedding;
+pub use engine::{
+    Analysis, AnalyzeOptions, EngineConfig, Face, FaceEngine, SkipReason, StageTimings,
+};
+pub use error::FaceError;
+pub use geometry::{BBox, Detection};
+pub use quality::Quality;
+pub use runtime::FaceRuntime;
+pub use tiling::TilingConfig;
