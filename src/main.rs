@@ -1,0 +1,51 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use facepass::cli::{Cli, Command};
+use facepass::config::{Config, LogFormat};
+use facepass::{commands, startup, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+        Command::Migrate { action } => commands::migrate(action).await,
+        Command::Config => commands::show_config(),
+        Command::Keys { action } => commands::keys(action).await,
+        Command::Detect { images, embedding } => commands::detect(&images, embedding).await,
+        Command::Compare { a, b } => commands::compare(&a, &b).await,
+        Command::Eval { dir, far, json } => commands::eval(&dir, far, json.as_deref()).await,
+        Command::Bench {
+            images,
+            repeats,
+            out,
+        } => commands::bench(&images, repeats, &out).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init(config.app.log_format, config.app.debug);
+    if config.app.log_format == LogFormat::Pretty && !config.app.debug {
+        tracing::debug!("pretty logs; set LOG_FORMAT=json in production");
+    }
+    let app = startup::Application::build(config.clone()).await?;
+    tracing::info!(
+        host = %config.app.host,
+        port = app.port(),
+        version = %config.app.version,
+        "FacePass listening"
+    );
+    app.run_until_stopped().await?;
+    tracing::info!("FacePass stopped");
+    Ok(())
+}
