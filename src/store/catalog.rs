@@ -1,0 +1,320 @@
+//! Sessions, photos and faces in PostgreSQL. Every function takes the tenant and filters on it:
+//! a row of another tenant is indistinguishable from a missing one.
+
+use pgvector::Vector;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::domain::{PhotoId, SessionId, TenantId};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub session_pk: i64,
+    pub session_id: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PhotoRow {
+    pub photo_pk: i64,
+    pub photo_id: String,
+    pub s3_key: String,
+    pub sha256: Vec<u8>,
+    pub size_bytes: i64,
+    pub content_type: String,
+    pub width: i32,
+    pub height: i32,
+    pub indexed_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FaceRow {
+    pub face_id: Uuid,
+    pub bbox: Vec<f32>,
+    pub landmarks: Vec<f32>,
+    pub det_score: f32,
+    pub size_px: f32,
+    pub sharpness: f32,
+    pub model_id: String,
+}
+
+/// A face to store.
+pub struct NewFace {
+    pub face_id: Uuid,
+    pub bbox: [f32; 4],
+    pub landmarks: [f32; 10],
+    pub det_score: f32,
+    pub size_px: f32,
+    pub sharpness: f32,
+    pub embedding: Vec<f32>,
+}
+
+/// A photo to store with its faces.
+pub struct NewPhoto<'a> {
+    pub tenant: &'a TenantId,
+    pub session: &'a SessionId,
+    pub photo: &'a PhotoId,
+    pub s3_key: &'a str,
+    pub sha256: &'a [u8],
+    pub size_bytes: i64,
+    pub content_type: &'a str,
+    pub width: i32,
+    pub height: i32,
+    pub model_id: &'a str,
+}
+
+pub async fn find_session(
+    pool: &PgPool,
+    tenant: &TenantId,
+    session: &SessionId,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select session_pk, session_id, created_at from session \
+         where tenant_id = $1 and session_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(session.as_str())
+    .fetch_optional(pool)
+    .await
+}
+
+/// (photos, faces) in a session.
+pub async fn session_counts(pool: &PgPool, session_pk: i64) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "select (select count(*) from photo where session_pk = $1), \
+                (select count(*) from face where session_pk = $1)",
+    )
+    .bind(session_pk)
+    .fetch_one(pool)
+    .await
+}
+
+const PHOTO_COLUMNS: &str = "p.photo_pk, p.photo_id, p.s3_key, p.sha256, p.size_bytes, \
+                             p.content_type, p.width, p.height, p.indexed_at";
+
+pub async fn find_photo(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    session: &SessionId,
+    photo: &PhotoId,
+) -> Result<Option<PhotoRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {PHOTO_COLUMNS} from photo p join session s using (session_pk) \
+         where s.tenant_id = $1 and s.session_id = $2 and p.photo_id = $3"
+    ))
+    .bind(tenant.as_str())
+    .bind(session.as_str())
+    .bind(photo.as_str())
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn photo_faces(pool: &PgPool, photo_pk: i64) -> Result<Vec<FaceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select face_id, bbox, landmarks, det_score, size_px, sharpness, model_id \
+         from face where photo_pk = $1 order by (bbox[3] - bbox[1]) * (bbox[4] - bbox[2]) desc",
+    )
+    .bind(photo_pk)
+    .fetch_all(pool)
+    .await
+}
+
+/// Model ids of a photo's faces (empty when it has none), to tell whether a re-upload of the same
+/// bytes can be skipped.
+pub async fn photo_model_ids(pool: &PgPool, photo_pk: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("select distinct model_id from face where photo_pk = $1")
+        .bind(photo_pk)
+        .fetch_all(pool)
+        .await
+}
+
+/// Stores a photo and its faces, replacing whatever that photo id held before. Concurrent calls
+/// for the same photo queue on its row lock, so exactly one set of faces survives, and readers
+/// see either the old faces or the new ones. Returns the photo's key and its previous S3 key,
+/// if that differs.
+pub async fn replace_photo(
+    conn: &mut PgConnection,
+    photo: &NewPhoto<'_>,
+    faces: &[NewFace],
+) -> Result<(i64, Option<String>), sqlx::Error> {
+    sqlx::query("insert into tenant (tenant_id) values ($1) on conflict do nothing")
+        .bind(photo.tenant.as_str())
+        .execute(&mut *conn)
+        .await?;
+    // `do update` (a no-op change) so that `returning` also answers for an existing session.
+    let session_pk: i64 = sqlx::query_scalar(
+        "insert into session (tenant_id, session_id) values ($1, $2) \
+         on conflict on constraint session_tenant_session_id_key \
+         do update set session_id = excluded.session_id returning session_pk",
+    )
+    .bind(photo.tenant.as_str())
+    .bind(photo.session.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "insert into photo (session_pk, tenant_id, photo_id, s3_key, sha256, size_bytes, \
+                            content_type, width, height) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         on conflict on constraint photo_session_photo_id_key do nothing returning photo_pk",
+    )
+    .bind(session_pk)
+    .bind(photo.tenant.as_str())
+    .bind(photo.photo.as_str())
+    .bind(photo.s3_key)
+    .bind(photo.sha256)
+    .bind(photo.size_bytes)
+    .bind(photo.content_type)
+    .bind(photo.width)
+    .bind(photo.height)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (photo_pk, previous_key) = match inserted {
+        Some(pk) => (pk, None),
+        None => {
+            let (pk, old_key): (i64, String) = sqlx::query_as(
+                "select photo_pk, s3_key from photo where session_pk = $1 and photo_id = $2 \
+                 for update",
+            )
+            .bind(session_pk)
+            .bind(photo.photo.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+            sqlx::query(
+                "update photo set s3_key = $2, sha256 = $3, size_bytes = $4, content_type = $5, \
+                 width = $6, height = $7, indexed_at = now() where photo_pk = $1",
+            )
+            .bind(pk)
+            .bind(photo.s3_key)
+            .bind(photo.sha256)
+            .bind(photo.size_bytes)
+            .bind(photo.content_type)
+            .bind(photo.width)
+            .bind(photo.height)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("delete from face where photo_pk = $1")
+                .bind(pk)
+                .execute(&mut *conn)
+                .await?;
+            (pk, Some(old_key).filter(|k| k != photo.s3_key))
+        }
+    };
+    if !faces.is_empty() {
+        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+            "insert into face (face_id, photo_pk, tenant_id, session_pk, bbox, landmarks, \
+             det_score, size_px, sharpness, model_id, embedding) ",
+        );
+        insert.push_values(faces, |mut row, f| {
+            row.push_bind(f.face_id)
+                .push_bind(photo_pk)
+                .push_bind(photo.tenant.as_str())
+                .push_bind(session_pk)
+                .push_bind(f.bbox.to_vec())
+                .push_bind(f.landmarks.to_vec())
+                .push_bind(f.det_score)
+                .push_bind(f.size_px)
+                .push_bind(f.sharpness)
+                .push_bind(photo.model_id)
+                .push_bind(Vector::from(f.embedding.clone()));
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok((photo_pk, previous_key))
+}
+
+/// Deletes one photo (its faces go with it). Returns its S3 key.
+pub async fn delete_photo(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    session: &SessionId,
+    photo: &PhotoId,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "delete from photo p using session s \
+         where s.session_pk = p.session_pk and s.tenant_id = $1 and s.session_id = $2 \
+           and p.photo_id = $3 \
+         returning p.s3_key",
+    )
+    .bind(tenant.as_str())
+    .bind(session.as_str())
+    .bind(photo.as_str())
+    .fetch_optional(conn)
+    .await
+}
+
+/// Deletes a session with all its photos and faces. Returns the photos' S3 keys, or None when
+/// the session does not exist for this tenant.
+pub async fn delete_session(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    session: &SessionId,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let pk: Option<i64> = sqlx::query_scalar(
+        "select session_pk from session where tenant_id = $1 and session_id = $2 for update",
+    )
+    .bind(tenant.as_str())
+    .bind(session.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(pk) = pk else { return Ok(None) };
+    let keys: Vec<String> = sqlx::query_scalar("select s3_key from photo where session_pk = $1")
+        .bind(pk)
+        .fetch_all(&mut *conn)
+        .await?;
+    // Faces first: deleting them by the session index is cheaper than the photo cascade.
+    sqlx::query("delete from face where session_pk = $1")
+        .bind(pk)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("delete from session where session_pk = $1")
+        .bind(pk)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(keys))
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Hit {
+    pub photo_id: String,
+    pub s3_key: String,
+    pub face_id: Uuid,
+    pub bbox: Vec<f32>,
+    pub similarity: f64,
+}
+
+/// Exact search within one session: every face of the session is compared (through the
+/// (tenant_id, session_pk) index, never the approximate IVFFlat index, which would filter
+/// after its scan and lose matches). One hit per photo, its best face, best photos first.
+pub async fn search_session(
+    pool: &PgPool,
+    tenant: &TenantId,
+    session_pk: i64,
+    model_id: &str,
+    embedding: &[f32],
+    threshold: f32,
+    top_k: i64,
+) -> Result<Vec<Hit>, sqlx::Error> {
+    sqlx::query_as(
+        "with scored as ( \
+             select f.photo_pk, f.face_id, f.bbox, 1 - (f.embedding <=> $1) as similarity \
+             from face f \
+             where f.tenant_id = $2 and f.session_pk = $3 and f.model_id = $4 \
+         ), best as ( \
+             select distinct on (photo_pk) * from scored \
+             where similarity >= $5 \
+             order by photo_pk, similarity desc \
+         ) \
+         select p.photo_id, p.s3_key, b.face_id, b.bbox, b.similarity \
+         from best b join photo p using (photo_pk) \
+         order by b.similarity desc, p.photo_id \
+         limit $6",
+    )
+    .bind(Vector::from(embedding.to_vec()))
+    .bind(tenant.as_str())
+    .bind(session_pk)
+    .bind(model_id)
+    .bind(f64::from(threshold))
+    .bind(top_k)
+    .fetch_all(pool)
+    .await
+}

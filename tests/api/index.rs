@@ -1,0 +1,238 @@
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+use sqlx::PgPool;
+
+use crate::helpers::{error_code, photo, spawn_app, spawn_app_with};
+
+async fn face_count(pool: &PgPool, photo_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from face f join photo p using (photo_pk) where p.photo_id = $1",
+    )
+    .bind(photo_id)
+    .fetch_one(pool)
+    .await
+    .expect("count")
+}
+
+async fn s3_key(pool: &PgPool, photo_id: &str) -> String {
+    sqlx::query_scalar("select s3_key from photo where photo_id = $1")
+        .bind(photo_id)
+        .fetch_one(pool)
+        .await
+        .expect("key")
+}
+
+#[sqlx::test]
+async fn index_stores_the_photo_in_s3_and_its_faces_in_the_database(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let body = app.index("party", "p1", "gdp.jpg").await;
+    let faces = body["faces"].as_array().expect("faces");
+    // Three players and, at the left edge, small spectators: some big enough to index.
+    assert!(faces.len() >= 3, "{body}");
+    assert!(
+        body["skipped"]
+            .as_array()
+            .expect("skipped")
+            .iter()
+            .all(|s| s["reason"] == "too_small"),
+        "{body}"
+    );
+    assert!(faces
+        .iter()
+        .all(|f| f["face_id"].is_string() && f["bbox"].as_array().map(|b| b.len()) == Some(4)));
+    assert_eq!(body["unchanged"], false);
+    assert!(
+        body["timings"]["detect_ms"]
+            .as_f64()
+            .is_some_and(|t| t > 0.0),
+        "{body}"
+    );
+
+    assert_eq!(face_count(&app.db, "p1").await, faces.len() as i64);
+    let (model, norm): (String, f64) =
+        sqlx::query_as("select model_id, vector_norm(embedding)::float8 from face limit 1")
+            .fetch_one(&app.db)
+            .await
+            .expect("face");
+    assert!(model.starts_with("w600k_mbf-"), "{model}");
+    assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+
+    let key = s3_key(&app.db, "p1").await;
+    assert!(
+        key.starts_with("tenants/tenant-a/sessions/party/photos/p1/"),
+        "{key}"
+    );
+    let stored = app.photo_store().get(&key).await.expect("object");
+    assert_eq!(stored, photo("gdp.jpg"));
+}
+
+#[sqlx::test]
+async fn identical_bytes_are_not_processed_twice(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let first = app.index("party", "p1", "obama.jpg").await;
+    let second = app.index("party", "p1", "obama.jpg").await;
+    assert_eq!(second["unchanged"], true, "{second}");
+    assert_eq!(first["faces"], second["faces"]);
+    assert_eq!(face_count(&app.db, "p1").await, 1);
+}
+
+#[sqlx::test]
+async fn reindexing_a_photo_id_replaces_its_faces_and_object(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.index("party", "p1", "obama.jpg").await;
+    let old_key = s3_key(&app.db, "p1").await;
+    let body = app.index("party", "p1", "gdp.jpg").await;
+    let faces = body["faces"].as_array().map(Vec::len).unwrap_or_default();
+    assert!(faces >= 3, "{body}");
+    assert_eq!(face_count(&app.db, "p1").await, faces as i64);
+    let new_key = s3_key(&app.db, "p1").await;
+    assert_ne!(old_key, new_key);
+    let store = app.photo_store();
+    assert!(
+        !store.exists(&old_key).await.expect("head"),
+        "old object left behind"
+    );
+    assert!(store.exists(&new_key).await.expect("head"));
+}
+
+#[sqlx::test]
+async fn a_photo_without_faces_is_stored_with_zero_faces(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let body = app.index("party", "cat", "nofaces_chelsea.png").await;
+    assert_eq!(body["faces"].as_array().map(Vec::len), Some(0), "{body}");
+    let photos: i64 = sqlx::query_scalar("select count(*) from photo where photo_id = 'cat'")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(photos, 1);
+}
+
+#[sqlx::test]
+async fn index_accepts_json_with_base64(pool: PgPool) {
+    use base64::Engine;
+    let app = spawn_app(pool).await;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(photo("obama.jpg"));
+    let resp = app
+        .client
+        .post(app.url("/api/v2/index"))
+        .header("X-API-Key", &app.key)
+        .json(&serde_json::json!({
+            "session_id": "party",
+            "photo_id": "p1",
+            "file": format!("data:image/jpeg;base64,{b64}"),
+        }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(face_count(&app.db, "p1").await, 1);
+}
+
+#[sqlx::test]
+async fn bad_index_requests_get_clear_codes_and_write_nothing(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let jpg = Some(photo("obama.jpg"));
+    let long = "x".repeat(129);
+    // (case, form fields, file, status, code)
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Option<Vec<u8>>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "no file",
+            vec![("session_id", "s"), ("photo_id", "p")],
+            None,
+            422,
+            "missing_field",
+        ),
+        (
+            "no session",
+            vec![("photo_id", "p")],
+            jpg.clone(),
+            422,
+            "missing_field",
+        ),
+        (
+            "bad id",
+            vec![("session_id", "s"), ("photo_id", "../etc/passwd")],
+            jpg.clone(),
+            422,
+            "invalid_field",
+        ),
+        (
+            "long id",
+            vec![("session_id", "s"), ("photo_id", &long)],
+            jpg.clone(),
+            422,
+            "invalid_field",
+        ),
+        (
+            "sql id",
+            vec![("session_id", "s'; drop table face;--"), ("photo_id", "p")],
+            jpg.clone(),
+            422,
+            "invalid_field",
+        ),
+        (
+            "empty file",
+            vec![("session_id", "s"), ("photo_id", "p")],
+            Some(Vec::new()),
+            422,
+            "invalid_image",
+        ),
+        (
+            "text file",
+            vec![("session_id", "s"), ("photo_id", "p")],
+            Some(b"hello, I am not a JPEG".to_vec()),
+            422,
+            "invalid_image",
+        ),
+    ];
+    for (name, fields, file, status, code) in cases {
+        let resp = app
+            .post_form("/api/v2/index", &app.key, &fields, file)
+            .await;
+        assert_eq!(resp.status().as_u16(), status, "{name}");
+        assert_eq!(error_code(resp).await, code, "{name}");
+    }
+    let resp = app
+        .client
+        .post(app.url("/api/v2/index"))
+        .header("X-API-Key", &app.key)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(error_code(resp).await, "unsupported_media_type");
+
+    let rows: i64 =
+        sqlx::query_scalar("select (select count(*) from photo) + (select count(*) from face)")
+            .fetch_one(&app.db)
+            .await
+            .expect("count");
+    assert_eq!(rows, 0);
+    assert_eq!(app.get("/api/v2/health").await.status(), StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn uploads_over_the_limit_get_413(pool: PgPool) {
+    let app = spawn_app_with(pool, HashMap::from([("MAX_UPLOAD_MB", "1".to_owned())])).await;
+    let big = vec![0xFFu8; 3 << 20];
+    let resp = app
+        .post_form(
+            "/api/v2/index",
+            &app.key,
+            &[("session_id", "s"), ("photo_id", "p")],
+            Some(big),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(resp).await, "payload_too_large");
+}
