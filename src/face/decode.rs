@@ -82,8 +82,10 @@ fn sniff_format(bytes: &[u8]) -> Result<ImageFormat, FaceError> {
     match image::guess_format(bytes) {
         Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP)) => Ok(f),
         Ok(other) => Err(FaceError::UnsupportedFormat(format_name(other))),
-        Err(_) => Err(FaceError::UnsupportedFormat(
-            "not a recognised image".into(),
+        // Bytes that are no image at all (a text file named .jpg) are a bad upload, not an
+        // image format we chose not to support.
+        Err(_) => Err(FaceError::InvalidImage(
+            "not a JPEG, PNG or WebP image".into(),
         )),
     }
 }
@@ -264,7 +266,7 @@ pub(crate) mod tests {
             (
                 "text",
                 b"hello, this is not a photo\n".to_vec(),
-                unsupported,
+                invalid,
             ),
             ("truncated jpeg", jpeg[..jpeg.len() / 3].to_vec(), invalid),
             ("jpeg header only", jpeg[..200].to_vec(), invalid),
