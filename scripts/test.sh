@@ -33,4 +33,9 @@ fi
 cargo test --locked --lib --bins --test api
 # Fault tests stop and restart the shared services, so they run alone and one at a time.
 cargo test --locked --test faults -- --test-threads=1
+
+# Operations: the DBA scripts and the deployment checklist, run on the built binary.
+export FACEPASS_BIN="${CARGO_TARGET_DIR:-target}/debug/facepass"
+scripts/test-backup-restore.sh
+scripts/smoke-local.sh
 echo "test suite took $(( $(date +%s) - start ))s"

@@ -49,6 +49,41 @@ pub enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Index every image of a folder into a session, as POST /api/v2/index would.
+    IndexDir {
+        dir: PathBuf,
+        #[arg(long)]
+        session: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Photos in flight at once (default: INFERENCE_WORKERS).
+        #[arg(long)]
+        parallel: Option<usize>,
+    },
+    /// Find S3 objects without a photo row and photo rows without their object.
+    Gc {
+        /// Delete orphan objects and rows whose object is missing.
+        #[arg(long)]
+        fix: bool,
+        /// Leave objects younger than this alone (their upload may be committing).
+        #[arg(long, default_value_t = 900)]
+        grace_secs: u64,
+    },
+    /// Database upkeep.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Run the deployment checklist against a live server; exit code 1 if any check fails.
+    Smoke {
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "FACEPASS_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Folder with obama.jpg, obama2.jpg, obama3.jpg, 32bit.png and biden.jpg.
+        #[arg(long, default_value = "tests/fixtures/photos")]
+        photos: PathBuf,
+    },
     /// Time each stage of the face pipeline on images and write a JSON report.
     Bench {
         /// Images to run on (default: tests/fixtures/photos/*).
@@ -95,4 +130,20 @@ pub enum KeysAction {
     Revoke { id: uuid::Uuid },
     /// List keys (ids, tenants, prefixes; never the keys).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Rows per tenant, index sizes, IVFFlat lists/probes and its estimated recall.
+    Stats {
+        /// Faces sampled as queries for the recall estimate.
+        #[arg(long, default_value_t = 20)]
+        sample: usize,
+    },
+    /// Rebuild the IVFFlat index CONCURRENTLY with lists chosen from the row count.
+    Reindex {
+        /// Override the number of lists.
+        #[arg(long)]
+        lists: Option<i64>,
+    },
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sqlx::migrate::MigrationType;
 
-use crate::cli::{KeysAction, MigrateAction};
+use crate::cli::{DbAction, KeysAction, MigrateAction};
 use crate::config::{Config, DatabaseConfig, FaceConfig};
 use crate::store::{db, migrations};
 
@@ -361,4 +361,99 @@ fn print_report(r: &crate::eval::EvalReport, missed: &[String]) {
             );
         }
     }
+}
+
+/// The full application state, without the HTTP server, for bulk commands.
+async fn app_state() -> anyhow::Result<crate::startup::AppState> {
+    let config = Config::from_env()?;
+    crate::telemetry::init(config.app.log_format, config.app.debug);
+    let db = db::connect_lazy(&config.database)?;
+    let engine = crate::startup::load_engine(&config.face).await?;
+    crate::startup::AppState::new(config, db, engine).await
+}
+
+pub async fn index_dir(
+    dir: &Path,
+    session: &str,
+    tenant: &str,
+    parallel: Option<usize>,
+) -> anyhow::Result<()> {
+    let session =
+        crate::domain::SessionId::parse(session).map_err(|e| anyhow::anyhow!("--session {e}"))?;
+    let tenant =
+        crate::domain::TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("--tenant {e}"))?;
+    let files =
+        crate::bulk::images_in(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let state = app_state().await?;
+    let parallel = parallel.unwrap_or(state.config.face.inference_workers);
+    let summary = crate::bulk::index_dir(&state, files, &tenant, &session, parallel).await;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    eprintln!(
+        "{} photos: {} indexed ({} faces), {} unchanged, {} failed in {:.1}s",
+        summary.photos,
+        summary.indexed,
+        summary.faces,
+        summary.unchanged,
+        summary.failed.len(),
+        summary.seconds
+    );
+    anyhow::ensure!(
+        summary.failed.is_empty(),
+        "{} photos failed",
+        summary.failed.len()
+    );
+    Ok(())
+}
+
+pub async fn gc(fix: bool, grace_secs: u64) -> anyhow::Result<()> {
+    let state = app_state().await?;
+    let report = crate::gc::run(&state, fix, std::time::Duration::from_secs(grace_secs)).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    eprintln!(
+        "{} objects, {} photo rows: {} orphan objects, {} rows without their object{}",
+        report.objects,
+        report.photo_rows,
+        report.orphan_objects.len(),
+        report.missing_objects.len(),
+        if fix {
+            " (fixed)"
+        } else {
+            "; run with --fix to repair"
+        }
+    );
+    Ok(())
+}
+
+pub async fn db(action: DbAction) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let pool = db::pool_options(&config.database)
+        .connect(config.database.url())
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    match action {
+        DbAction::Stats { sample } => {
+            let stats =
+                crate::store::maintenance::stats(&pool, config.database.ivfflat_probes, sample)
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+        }
+        DbAction::Reindex { lists } => {
+            let start = std::time::Instant::now();
+            let lists = crate::store::maintenance::reindex(&pool, lists).await?;
+            println!(
+                "rebuilt {} with lists = {lists} in {:.1}s",
+                crate::store::maintenance::IVFFLAT_INDEX,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    pool.close().await;
+    Ok(())
+}
+
+pub async fn smoke(url: &str, api_key: &str, photos: &Path) -> anyhow::Result<()> {
+    let photos = crate::smoke::Photos::from_dir(photos)?;
+    let mut smoke = crate::smoke::Smoke::new(url, api_key)?;
+    anyhow::ensure!(smoke.run(&photos).await?, "smoke checks failed");
+    Ok(())
 }

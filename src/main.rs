@@ -17,6 +17,19 @@ async fn main() -> ExitCode {
         Command::Detect { images, embedding } => commands::detect(&images, embedding).await,
         Command::Compare { a, b } => commands::compare(&a, &b).await,
         Command::Eval { dir, far, json } => commands::eval(&dir, far, json.as_deref()).await,
+        Command::IndexDir {
+            dir,
+            session,
+            tenant,
+            parallel,
+        } => commands::index_dir(&dir, &session, &tenant, parallel).await,
+        Command::Gc { fix, grace_secs } => commands::gc(fix, grace_secs).await,
+        Command::Db { action } => commands::db(action).await,
+        Command::Smoke {
+            url,
+            api_key,
+            photos,
+        } => commands::smoke(&url, &api_key, &photos).await,
         Command::Bench {
             images,
             repeats,

@@ -38,6 +38,34 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+impl AppState {
+    /// Every handle the server needs; also what the bulk commands run on, so they take the same
+    /// code paths as the HTTP routes.
+    pub async fn new(config: Config, db: PgPool, engine: Arc<FaceEngine>) -> anyhow::Result<Self> {
+        let photos = Arc::new(PhotoStore::new(&config.s3).context("S3 settings are not usable")?);
+        if let Err(e) = photos.ensure_bucket().await {
+            // Not fatal: /ready reports storage as down and the bucket is created on first use.
+            tracing::warn!(error = %e, bucket = %photos.bucket_name(), "cannot create or reach the S3 bucket yet");
+        }
+        let cache = Cache::new(&config.redis).context("Redis settings are not usable")?;
+        let faces = Arc::new(FaceRuntime::new(
+            engine,
+            config.face.inference_workers,
+            config.face.inference_queue,
+        ));
+        Ok(AppState {
+            static_keys: Arc::new(StaticKeys::new(&config.auth)),
+            limits: Arc::new(RateLimits::new(&config.http, cache.clone())),
+            config: Arc::new(config),
+            db,
+            photos,
+            cache,
+            faces,
+            metrics: metrics::install(),
+        })
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -58,30 +86,10 @@ impl Application {
         db: PgPool,
         engine: Arc<FaceEngine>,
     ) -> anyhow::Result<Self> {
-        let photos = Arc::new(PhotoStore::new(&config.s3).context("S3 settings are not usable")?);
-        if let Err(e) = photos.ensure_bucket().await {
-            // Not fatal: /ready reports storage as down and the bucket is created on first use.
-            tracing::warn!(error = %e, bucket = %photos.bucket_name(), "cannot create or reach the S3 bucket yet");
-        }
-        let cache = Cache::new(&config.redis).context("Redis settings are not usable")?;
-        let faces = Arc::new(FaceRuntime::new(
-            engine,
-            config.face.inference_workers,
-            config.face.inference_queue,
-        ));
+        let state = AppState::new(config.clone(), db, engine).await?;
         let listener = TcpListener::bind((config.app.host, config.app.port))
             .with_context(|| format!("cannot listen on {}:{}", config.app.host, config.app.port))?;
         let port = listener.local_addr()?.port();
-        let state = AppState {
-            config: Arc::new(config.clone()),
-            db,
-            photos,
-            static_keys: Arc::new(StaticKeys::new(&config.auth)),
-            limits: Arc::new(RateLimits::new(&config.http, cache.clone())),
-            cache,
-            faces,
-            metrics: metrics::install(),
-        };
         let server = server(state, listener, &config)?;
         Ok(Self { port, server })
     }

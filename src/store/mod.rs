@@ -5,5 +5,6 @@ pub mod catalog;
 pub mod db;
 pub mod identities;
 pub mod keys;
+pub mod maintenance;
 pub mod migrations;
 pub mod photos;

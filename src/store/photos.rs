@@ -161,12 +161,31 @@ impl PhotoStore {
 
     /// Every key under `prefix` (all pages).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, PhotoError> {
+        Ok(self
+            .list_with_age(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Every key under `prefix` with its last-modified time (None when unparsable).
+    pub async fn list_with_age(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<chrono::DateTime<chrono::Utc>>)>, PhotoError> {
         let results = self
             .timed("list", self.bucket.list(prefix.to_owned(), None))
             .await?;
         Ok(results
             .into_iter()
-            .flat_map(|page| page.contents.into_iter().map(|o| o.key))
+            .flat_map(|page| page.contents.into_iter())
+            .map(|o| {
+                let modified = chrono::DateTime::parse_from_rfc3339(&o.last_modified)
+                    .ok()
+                    .map(|t| t.with_timezone(&chrono::Utc));
+                (o.key, modified)
+            })
             .collect())
     }
 

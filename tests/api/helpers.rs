@@ -17,6 +17,13 @@ static ENGINE: LazyLock<Arc<FaceEngine>> = LazyLock::new(|| {
         .expect("models load (run scripts/fetch-models.sh)")
 });
 
+/// The shared engine, loaded once.
+pub async fn engine() -> Arc<FaceEngine> {
+    tokio::task::spawn_blocking(|| ENGINE.clone())
+        .await
+        .expect("engine")
+}
+
 pub struct TestApp {
     pub address: String,
     pub db: PgPool,
@@ -74,9 +81,7 @@ pub async fn spawn_app_with(pool: PgPool, overrides: HashMap<&str, String>) -> T
         .entry("API_KEYS")
         .or_insert_with(|| format!("tenant-a:{key},tenant-b:{other_key}"));
     let config = base_config(&overrides);
-    let engine = tokio::task::spawn_blocking(|| ENGINE.clone())
-        .await
-        .expect("engine");
+    let engine = engine().await;
     let app = Application::build_with(config.clone(), pool.clone(), engine)
         .await
         .expect("app builds");
@@ -194,6 +199,13 @@ impl TestApp {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// The same state the server runs on, for calling library code (bulk commands, gc) directly.
+    pub async fn state(&self) -> facepass::startup::AppState {
+        facepass::startup::AppState::new(self.config.clone(), self.db.clone(), engine().await)
+            .await
+            .expect("state")
     }
 
     pub fn photo_store(&self) -> facepass::store::photos::PhotoStore {

@@ -9,5 +9,6 @@ mod identities;
 mod index;
 mod migrations;
 mod openapi;
+mod operations;
 mod search;
 mod sessions;

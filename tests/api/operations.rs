@@ -1,0 +1,133 @@
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::helpers::spawn_app;
+
+async fn key_of(pool: &PgPool, photo_id: &str) -> String {
+    sqlx::query_scalar("select s3_key from photo where photo_id = $1")
+        .bind(photo_id)
+        .fetch_one(pool)
+        .await
+        .expect("key")
+}
+
+#[sqlx::test]
+async fn gc_finds_what_a_crash_leaves_and_fix_repairs_it(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.index("party", "p1", "obama.jpg").await;
+    app.index("party", "p2", "obama2.jpg").await;
+    let store = app.photo_store();
+
+    // A crash between the S3 write and the database commit leaves an object and no row.
+    let orphan = "tenants/tenant-a/sessions/party/photos/p3/0123abcd";
+    store
+        .put(
+            orphan,
+            b"bytes of an upload that never committed",
+            "image/jpeg",
+        )
+        .await
+        .expect("put");
+    // Outside damage: an object removed behind the database's back.
+    let lost = key_of(&app.db, "p2").await;
+    store.delete(&lost).await.expect("delete");
+
+    let state = app.state().await;
+    // Young objects may still be committing: a grace period protects them.
+    let report = facepass::gc::run(&state, false, Duration::from_secs(3600))
+        .await
+        .expect("gc");
+    assert!(report.orphan_objects.is_empty(), "{report:?}");
+
+    let report = facepass::gc::run(&state, false, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert_eq!(report.orphan_objects, [orphan]);
+    assert_eq!(report.missing_objects.len(), 1);
+    assert_eq!(report.missing_objects[0].1, "p2");
+    assert!(
+        store.exists(orphan).await.expect("head"),
+        "a report changes nothing"
+    );
+
+    let report = facepass::gc::run(&state, true, Duration::ZERO)
+        .await
+        .expect("gc --fix");
+    assert!(report.fixed);
+    let report = facepass::gc::run(&state, false, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert!(
+        report.orphan_objects.is_empty() && report.missing_objects.is_empty(),
+        "{report:?}"
+    );
+    assert!(!store.exists(orphan).await.expect("head"));
+    // The healthy photo is untouched; the broken one is gone with its faces.
+    let photos: Vec<String> = sqlx::query_scalar("select photo_id from photo order by 1")
+        .fetch_all(&app.db)
+        .await
+        .expect("rows");
+    assert_eq!(photos, ["p1"]);
+    assert_eq!(app.found("party", "obama3.jpg").await, ["p1"]);
+}
+
+#[sqlx::test]
+async fn index_dir_indexes_a_folder_and_skips_what_is_already_there(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let dir = tempdir();
+    for f in ["obama.jpg", "biden.jpg", "nofaces_chelsea.png"] {
+        std::fs::write(dir.join(f), crate::helpers::photo(f)).expect("copy");
+    }
+    std::fs::write(dir.join("broken photo.jpg"), b"not a jpeg").expect("write");
+    let state = app.state().await;
+    let tenant = facepass::domain::TenantId::parse("tenant-a").expect("id");
+    let session = facepass::domain::SessionId::parse("bulk").expect("id");
+    let files = facepass::bulk::images_in(&dir).expect("list");
+    assert_eq!(files.len(), 4);
+
+    let first = facepass::bulk::index_dir(&state, files.clone(), &tenant, &session, 2).await;
+    assert_eq!(first.indexed, 3, "{first:?}");
+    assert_eq!(first.faces, 2);
+    assert_eq!(first.failed.len(), 1);
+    assert!(first.failed[0].1.starts_with("invalid_image"), "{first:?}");
+
+    let again = facepass::bulk::index_dir(&state, files, &tenant, &session, 2).await;
+    assert_eq!((again.indexed, again.unchanged), (0, 3), "{again:?}");
+    assert_eq!(app.found("bulk", "obama3.jpg").await, ["obama.jpg"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[sqlx::test]
+async fn db_stats_and_reindex_report_and_rebuild_the_ivfflat_index(pool: PgPool) {
+    use facepass::store::maintenance;
+    let app = spawn_app(pool).await;
+    app.index("party", "p1", "gdp.jpg").await;
+    app.index("party", "p2", "obama.jpg").await;
+    assert_eq!(
+        maintenance::ivfflat_lists(&app.db).await.expect("lists"),
+        Some(100)
+    );
+    let lists = maintenance::reindex(&app.db, None).await.expect("reindex");
+    assert_eq!(lists, 1, "few rows: one list");
+    assert_eq!(
+        maintenance::ivfflat_lists(&app.db).await.expect("lists"),
+        Some(1)
+    );
+    let stats = maintenance::stats(&app.db, 10, 5).await.expect("stats");
+    assert_eq!(stats.tenants.len(), 1);
+    assert_eq!(stats.tenants[0].photos, 2);
+    assert!(stats.faces >= 4);
+    // With one list every probe scans everything: recall is exact.
+    assert_eq!(stats.estimated_recall_at_10, Some(1.0));
+    assert!(stats
+        .indexes
+        .iter()
+        .any(|i| i.index == maintenance::IVFFLAT_INDEX));
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("facepass-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}
