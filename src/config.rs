@@ -547,6 +547,45 @@ mod tests {
         m
     }
 
+    /// `.env.example` is what operators copy: its values must all be valid, and it must name
+    /// every variable this module reads.
+    #[test]
+    fn env_example_is_valid_and_complete() {
+        let example = include_str!("../.env.example");
+        let mut vars = HashMap::new();
+        let mut documented = std::collections::HashSet::new();
+        for line in example.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some((k, v)) = line.split_once('=') {
+                if k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
+                    documented.insert(k.to_owned());
+                    if !example.contains(&format!("\n# {k}=")) && !v.is_empty() {
+                        vars.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+            }
+        }
+        Config::from_vars(&vars).expect(".env.example values are valid");
+        let source = include_str!("config.rs");
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        for read in code.split('"').skip(1).step_by(2) {
+            let is_var = read.len() > 2
+                && read
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && read.contains('_')
+                && !read.starts_with("CARGO_");
+            if is_var {
+                assert!(
+                    documented.contains(read),
+                    "{read} is read but not in .env.example"
+                );
+            }
+        }
+    }
+
     #[test]
     fn defaults_are_valid() {
         let c = Config::from_vars(&vars(&[])).expect("defaults");
