@@ -51,9 +51,13 @@ create table face (
 );
 
 -- 512 float4s are 2 KiB, just over the TOAST threshold: left alone, PostgreSQL would move every
--- vector out of line and an exact scan would chase a TOAST pointer per row (measured 4-5x slower).
--- PLAIN keeps them inline in the heap page.
+-- vector out of line and an exact scan would chase a TOAST pointer per row (measured 2.4x slower
+-- on a 100k-face session, docs/BENCHMARKS.md). PLAIN keeps them inline in the heap page.
 alter table face alter column embedding set storage plain;
+-- With the vector inline every row passes the ~2 KiB threshold, and PostgreSQL would then push
+-- bbox and landmarks out of line instead (178 MB of TOAST at 1M faces). Raising the target to a
+-- full page keeps whole rows inline.
+alter table face set (toast_tuple_target = 8160);
 
 -- Session search is exact: it reads every face of one session through this index, so it never
 -- misses a match the way a post-filtered approximate index does.

@@ -25,7 +25,7 @@ trap cleanup EXIT
 psql "$base/postgres" -qc "create database $db" >/dev/null
 export DATABASE_URL="$base/$db"
 "$bin" migrate up >/dev/null
-PORT="$port" API_KEYS="smoke:$key" S3_BUCKET="smoke-$RANDOM$RANDOM" REDIS_KEY_PREFIX="smoke:$db" \
+PORT="$port" API_KEYS="smoke:$key" S3_BUCKET=facepass-test S3_KEY_PREFIX="$db/" REDIS_KEY_PREFIX="smoke:$db" \
   LOG_FORMAT=json RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 60); do

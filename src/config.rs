@@ -68,6 +68,8 @@ pub struct S3Config {
     pub access_key: SecretString,
     pub secret_key: SecretString,
     pub bucket: String,
+    /// Prepended to every object key; empty or ending in `/`.
+    pub key_prefix: String,
     pub region: String,
     pub timeout: Duration,
     pub presign_expiry: Duration,
@@ -175,6 +177,7 @@ impl Config {
                 access_key: v.secret("S3_ACCESS_KEY"),
                 secret_key: v.secret("S3_SECRET_KEY"),
                 bucket: v.bucket(),
+                key_prefix: v.key_prefix(),
                 region: v.string("S3_REGION", "us-east-1"),
                 timeout: v.secs("S3_TIMEOUT_SECS", 10),
                 presign_expiry: v.secs("S3_PRESIGN_EXPIRY_SECS", 3600),
@@ -469,6 +472,24 @@ impl Vars<'_> {
         Some(value)
     }
 
+    fn key_prefix(&mut self) -> String {
+        let prefix = self.string("S3_KEY_PREFIX", "");
+        let valid = prefix.is_empty()
+            || (prefix.ends_with('/')
+                && !prefix.starts_with('/')
+                && !prefix.contains("//")
+                && !prefix.split('/').any(|segment| segment == "." || segment == "..")
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')));
+        if !valid {
+            self.problems.push(
+                "S3_KEY_PREFIX: empty, or letters, digits, - _ . and / ending in /".to_owned(),
+            );
+        }
+        prefix
+    }
+
     fn detector_size(&mut self) -> u32 {
         let size: u32 = self.parse("FACE_DETECTOR_SIZE", 640);
         if !size.is_multiple_of(32) || !(160..=1920).contains(&size) {
@@ -615,6 +636,8 @@ mod tests {
             ("REDIS_URL", "http://x", "REDIS_URL"),
             ("S3_ENDPOINT", "not a url", "S3_ENDPOINT"),
             ("S3_BUCKET", "Bad_Bucket", "S3_BUCKET"),
+            ("S3_KEY_PREFIX", "no-slash", "S3_KEY_PREFIX"),
+            ("S3_KEY_PREFIX", "../x/", "S3_KEY_PREFIX"),
             ("API_KEYS", "no-colon-here", "API_KEYS"),
             ("API_KEYS", "tenant:short", "API_KEYS"),
             ("API_KEYS", "bad tenant:0123456789abcdef", "API_KEYS"),

@@ -26,7 +26,10 @@ pub struct GcReport {
 /// Objects younger than `grace` are left alone: their upload may still be committing.
 pub async fn run(state: &AppState, fix: bool, grace: Duration) -> anyhow::Result<GcReport> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace)?;
-    let objects = state.photos.list_with_age("tenants/").await?;
+    let objects = state
+        .photos
+        .list_with_age(&state.photos.root_prefix())
+        .await?;
     let rows: Vec<(i64, String, String, String)> =
         sqlx::query_as("select photo_pk, tenant_id, photo_id, s3_key from photo")
             .fetch_all(&state.db)

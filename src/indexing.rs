@@ -3,7 +3,7 @@
 //!
 //! Order of writes: S3 first, then one database transaction. A crash between the two leaves at
 //! most an unreferenced object (which `facepass gc` finds), never a face row pointing at a
-//! missing photo. Object keys include the content hash, so a re-index writes a new object and
+//! missing photo. Every upload gets its own object key, so a re-index writes a new object and
 //! the old one is removed only after the new rows are committed.
 
 use std::time::Instant;
@@ -22,7 +22,6 @@ use crate::startup::AppState;
 use crate::store::catalog::{self, NewFace, NewPhoto};
 use crate::store::db::timed;
 use crate::store::identities;
-use crate::store::photos::PhotoStore;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IndexedFace {
@@ -173,11 +172,16 @@ pub async fn index_photo(state: &AppState, req: IndexRequest) -> Result<IndexOut
         }
     }
 
-    let hash_hex = hex::encode(sha256);
+    // One object per upload attempt: two requests for the same photo id (even with the same
+    // bytes) never share a key, so the clean-up of one can never delete what the other is about
+    // to commit.
     let key = format!(
-        "{}{}",
-        PhotoStore::photo_prefix(&req.tenant, &req.session, &req.photo),
-        hash_hex
+        "{}{}-{}",
+        state
+            .photos
+            .photo_prefix(&req.tenant, &req.session, &req.photo),
+        &hex::encode(sha256)[..16],
+        Uuid::new_v4().simple()
     );
     let content_type = sniff_content_type(&bytes);
     let t = Instant::now();

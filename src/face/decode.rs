@@ -263,11 +263,7 @@ pub(crate) mod tests {
         let too_large: Check = |e| matches!(e, FaceError::ImageTooLarge { .. });
         let cases: Vec<(&str, Vec<u8>, Check)> = vec![
             ("zero bytes", vec![], invalid),
-            (
-                "text",
-                b"hello, this is not a photo\n".to_vec(),
-                invalid,
-            ),
+            ("text", b"hello, this is not a photo\n".to_vec(), invalid),
             ("truncated jpeg", jpeg[..jpeg.len() / 3].to_vec(), invalid),
             ("jpeg header only", jpeg[..200].to_vec(), invalid),
             ("corrupt png chunk", corrupt_png, invalid),

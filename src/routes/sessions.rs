@@ -9,7 +9,6 @@ use crate::domain::SessionId;
 use crate::error::{ApiError, Code, ErrorBody};
 use crate::startup::AppState;
 use crate::store::catalog;
-use crate::store::photos::PhotoStore;
 
 #[derive(Serialize, ToSchema)]
 pub struct SessionResponse {
@@ -90,7 +89,7 @@ pub async fn delete_session(
     tx.commit().await?;
     // The rows are gone; remove every object under the session prefix (also those of failed
     // or replaced uploads). What fails here is left for `facepass gc`.
-    let prefix = PhotoStore::session_prefix(&tenant.id, &session);
+    let prefix = state.photos.session_prefix(&tenant.id, &session);
     let mut objects = state.photos.list(&prefix).await.unwrap_or(keys);
     objects.sort();
     objects.dedup();

@@ -285,6 +285,8 @@ pub struct Hit {
 /// Exact search within one session: every face of the session is compared (through the
 /// (tenant_id, session_pk) index, never the approximate IVFFlat index, which would filter
 /// after its scan and lose matches). One hit per photo, its best face, best photos first.
+/// `top_k` is applied before the join to `photo`: joining first let PostgreSQL's custom plans
+/// scan every photo of every tenant (docs/BENCHMARKS.md: 100 ms instead of 18 ms at 10k faces).
 pub async fn search_session(
     pool: &PgPool,
     tenant: &TenantId,
@@ -303,11 +305,12 @@ pub async fn search_session(
              select distinct on (photo_pk) * from scored \
              where similarity >= $5 \
              order by photo_pk, similarity desc \
+         ), top as ( \
+             select * from best order by similarity desc, photo_pk limit $6 \
          ) \
-         select p.photo_id, p.s3_key, b.face_id, b.bbox, b.similarity \
-         from best b join photo p using (photo_pk) \
-         order by b.similarity desc, p.photo_id \
-         limit $6",
+         select p.photo_id, p.s3_key, t.face_id, t.bbox, t.similarity \
+         from top t join photo p using (photo_pk) \
+         order by t.similarity desc, p.photo_id",
     )
     .bind(Vector::from(embedding.to_vec()))
     .bind(tenant.as_str())

@@ -153,27 +153,33 @@ async fn recall(pool: &PgPool, probes: u32, sample: usize) -> Result<f64, sqlx::
 /// Rebuilds the IVFFlat index with `lists` for the current row count, without blocking writes:
 /// a new index is built CONCURRENTLY, then swapped in. Returns the lists used.
 pub async fn reindex(pool: &PgPool, lists: Option<i64>) -> Result<i64, sqlx::Error> {
+    // One connection throughout: the memory setting must apply to the build.
+    let mut conn = pool.acquire().await?;
     let rows: i64 = sqlx::query_scalar("select count(*) from face")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     let lists = lists.unwrap_or_else(|| recommended_lists(rows)).max(1);
+    // The default 64MB fails at 1M rows with 1000 lists (299MB needed, docs/BENCHMARKS.md).
+    sqlx::query("set maintenance_work_mem = '1GB'")
+        .execute(&mut *conn)
+        .await?;
     let tmp = format!("{IVFFLAT_INDEX}_new");
     sqlx::query(&format!("drop index concurrently if exists {tmp}"))
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     sqlx::query(&format!(
         "create index concurrently {tmp} on face using ivfflat (embedding vector_cosine_ops) \
          with (lists = {lists})"
     ))
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     sqlx::query(&format!(
         "drop index concurrently if exists {IVFFLAT_INDEX}"
     ))
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     sqlx::query(&format!("alter index {tmp} rename to {IVFFLAT_INDEX}"))
-        .execute(pool)
+        .execute(&mut *conn)
         .await?;
     Ok(lists)
 }

@@ -30,6 +30,8 @@ pub struct PhotoStore {
     timeout: Duration,
     presign_expiry: Duration,
     bucket_ready: AtomicBool,
+    /// Prepended to every key (S3_KEY_PREFIX), so deployments or test runs can share a bucket.
+    prefix: String,
 }
 
 impl PhotoStore {
@@ -56,6 +58,7 @@ impl PhotoStore {
             timeout: config.timeout,
             presign_expiry: config.presign_expiry,
             bucket_ready: AtomicBool::new(false),
+            prefix: config.key_prefix.clone(),
         })
     }
 
@@ -65,13 +68,22 @@ impl PhotoStore {
 
     /// Where a photo's bytes live. Ids are validated `[A-Za-z0-9_.:-]`, so the key has no
     /// path tricks; the tenant comes first so a tenant's data can be listed or removed at once.
-    /// A photo's objects live under this prefix, one per distinct content (named by sha256).
-    pub fn photo_prefix(tenant: &TenantId, session: &SessionId, photo: &PhotoId) -> String {
-        format!("tenants/{tenant}/sessions/{session}/photos/{photo}/")
+    /// A photo's objects live under this prefix, one per upload (sha256 prefix and a uuid).
+    pub fn photo_prefix(&self, tenant: &TenantId, session: &SessionId, photo: &PhotoId) -> String {
+        format!("{}photos/{photo}/", self.session_prefix(tenant, session))
     }
 
-    pub fn session_prefix(tenant: &TenantId, session: &SessionId) -> String {
-        format!("tenants/{tenant}/sessions/{session}/")
+    pub fn session_prefix(&self, tenant: &TenantId, session: &SessionId) -> String {
+        format!("{}sessions/{session}/", self.tenant_prefix(tenant))
+    }
+
+    pub fn tenant_prefix(&self, tenant: &TenantId) -> String {
+        format!("{}tenants/{tenant}/", self.prefix)
+    }
+
+    /// Everything this deployment stores lives under this prefix.
+    pub fn root_prefix(&self) -> String {
+        format!("{}tenants/", self.prefix)
     }
 
     async fn timed<T, F>(&self, operation: &'static str, f: F) -> Result<T, PhotoError>

@@ -61,7 +61,10 @@ pub fn base_config(overrides: &HashMap<&str, String>) -> Config {
     vars.insert("HOST".into(), "127.0.0.1".into());
     vars.insert("HTTP_WORKERS".into(), "1".into());
     let run = uuid::Uuid::new_v4().simple().to_string();
-    vars.insert("S3_BUCKET".into(), format!("test-{}", &run[..20]));
+    // One bucket for all tests, a key prefix per test: SeaweedFS gives every bucket its own
+    // volumes and runs out of them after a few hundred buckets.
+    vars.insert("S3_BUCKET".into(), "facepass-test".into());
+    vars.insert("S3_KEY_PREFIX".into(), format!("run-{run}/"));
     vars.insert("REDIS_KEY_PREFIX".into(), format!("test:{run}"));
     for (k, v) in overrides {
         vars.insert((*k).to_owned(), v.clone());
@@ -206,6 +209,14 @@ impl TestApp {
         facepass::startup::AppState::new(self.config.clone(), self.db.clone(), engine().await)
             .await
             .expect("state")
+    }
+
+    /// The key prefix under which this test's tenant A keeps a session.
+    pub fn session_prefix(&self, session: &str) -> String {
+        format!(
+            "{}tenants/tenant-a/sessions/{session}/",
+            self.config.s3.key_prefix
+        )
     }
 
     pub fn photo_store(&self) -> facepass::store::photos::PhotoStore {

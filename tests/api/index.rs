@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use reqwest::StatusCode;
+use sha2::Digest;
 use sqlx::PgPool;
 
 use crate::helpers::{error_code, photo, spawn_app, spawn_app_with};
@@ -60,7 +61,7 @@ async fn index_stores_the_photo_in_s3_and_its_faces_in_the_database(pool: PgPool
 
     let key = s3_key(&app.db, "p1").await;
     assert!(
-        key.starts_with("tenants/tenant-a/sessions/party/photos/p1/"),
+        key.starts_with(&format!("{}photos/p1/", app.session_prefix("party"))),
         "{key}"
     );
     let stored = app.photo_store().get(&key).await.expect("object");
@@ -235,4 +236,64 @@ async fn uploads_over_the_limit_get_413(pool: PgPool) {
         .await;
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(resp).await, "payload_too_large");
+}
+
+#[sqlx::test]
+async fn concurrent_indexing_of_one_photo_id_leaves_exactly_one_set_of_faces(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        HashMap::from([
+            ("RATE_LIMIT_BURST", "100".to_owned()),
+            ("INFERENCE_QUEUE", "64".to_owned()),
+        ]),
+    )
+    .await;
+    let files = ["obama.jpg", "gdp.jpg", "biden.jpg", "obama2.jpg"];
+    let requests = (0..32).map(|i| {
+        let file = files[i % files.len()];
+        let app = &app;
+        async move {
+            app.post_form(
+                "/api/v2/index",
+                &app.key,
+                &[("session_id", "party"), ("photo_id", "same")],
+                Some(photo(file)),
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+
+    // One photo row; its faces are exactly those of the bytes it now holds.
+    let (photos, sha): (i64, Vec<u8>) =
+        sqlx::query_as("select count(*) over (), sha256 from photo where photo_id = 'same'")
+            .fetch_one(&app.db)
+            .await
+            .expect("photo");
+    assert_eq!(photos, 1);
+    let winner = files
+        .iter()
+        .find(|f| sha2::Sha256::digest(photo(f)).as_slice() == sha.as_slice())
+        .expect("the stored bytes are one of the uploads");
+    let expected = app.index("check", "probe", winner).await["faces"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or_default();
+    assert_eq!(
+        face_count(&app.db, "same").await,
+        expected as i64,
+        "winner {winner}"
+    );
+    // And only that one object is left in storage.
+    let objects = app
+        .photo_store()
+        .list(&format!("{}photos/same/", app.session_prefix("party")))
+        .await
+        .expect("list");
+    assert_eq!(objects.len(), 1, "{objects:?}");
 }

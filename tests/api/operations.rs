@@ -20,7 +20,8 @@ async fn gc_finds_what_a_crash_leaves_and_fix_repairs_it(pool: PgPool) {
     let store = app.photo_store();
 
     // A crash between the S3 write and the database commit leaves an object and no row.
-    let orphan = "tenants/tenant-a/sessions/party/photos/p3/0123abcd";
+    let orphan = format!("{}photos/p3/0123abcd", app.session_prefix("party"));
+    let orphan = orphan.as_str();
     store
         .put(
             orphan,

@@ -29,7 +29,7 @@ async fn deleting_a_session_removes_its_rows_and_objects(pool: PgPool) {
     let store = app.photo_store();
     assert_eq!(
         store
-            .list("tenants/tenant-a/sessions/party/")
+            .list(&app.session_prefix("party"))
             .await
             .expect("list")
             .len(),
@@ -53,13 +53,13 @@ async fn deleting_a_session_removes_its_rows_and_objects(pool: PgPool) {
         "only the other session is left"
     );
     assert!(store
-        .list("tenants/tenant-a/sessions/party/")
+        .list(&app.session_prefix("party"))
         .await
         .expect("list")
         .is_empty());
     assert_eq!(
         store
-            .list("tenants/tenant-a/sessions/keep/")
+            .list(&app.session_prefix("keep"))
             .await
             .expect("list")
             .len(),

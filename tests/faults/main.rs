@@ -101,3 +101,88 @@ async fn ready_is_degraded_not_down_when_redis_stops(pool: PgPool) {
     let (status, _) = wait_ready(&app, "ready").await;
     assert_eq!(status, 200);
 }
+
+#[sqlx::test]
+async fn requests_get_503_database_unavailable_while_postgres_is_down(pool: PgPool) {
+    let app = helpers::spawn_app_with(
+        pool,
+        std::collections::HashMap::from([("DB_TIMEOUT_SECS", "1".to_owned())]),
+    )
+    .await;
+    app.index("party", "p1", "obama.jpg").await;
+    {
+        let _down = Stopped::new("postgres");
+        let resp = app.search("party", "obama3.jpg").await;
+        assert_eq!(resp.status(), 503);
+        assert_eq!(helpers::error_code(resp).await, "database_unavailable");
+    }
+    wait_ready(&app, "ready").await;
+    assert_eq!(app.found("party", "obama3.jpg").await, ["p1"]);
+}
+
+#[sqlx::test]
+async fn indexing_gets_503_storage_unavailable_and_writes_no_rows_while_s3_is_down(pool: PgPool) {
+    let app = helpers::spawn_app_with(
+        pool,
+        std::collections::HashMap::from([("S3_TIMEOUT_SECS", "2".to_owned())]),
+    )
+    .await;
+    wait_ready(&app, "ready").await;
+    {
+        let _down = Stopped::new("s3");
+        let resp = app
+            .post_form(
+                "/api/v2/index",
+                &app.key,
+                &[("session_id", "party"), ("photo_id", "p1")],
+                Some(helpers::photo("obama.jpg")),
+            )
+            .await;
+        assert_eq!(resp.status(), 503);
+        assert_eq!(helpers::error_code(resp).await, "storage_unavailable");
+        let rows: i64 =
+            sqlx::query_scalar("select (select count(*) from photo) + (select count(*) from face)")
+                .fetch_one(&app.db)
+                .await
+                .expect("count");
+        assert_eq!(rows, 0, "no rows without their photo");
+    }
+    wait_ready(&app, "ready").await;
+    app.index("party", "p1", "obama.jpg").await;
+}
+
+#[sqlx::test]
+async fn rate_limits_fall_back_to_in_process_while_redis_is_down(pool: PgPool) {
+    let app = helpers::spawn_app_with(
+        pool,
+        std::collections::HashMap::from([
+            ("RATE_LIMIT_PER_SECOND", "1".to_owned()),
+            ("RATE_LIMIT_BURST", "2".to_owned()),
+            ("REDIS_TIMEOUT_SECS", "1".to_owned()),
+        ]),
+    )
+    .await;
+    let _down = Stopped::new("redis");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            app.get_with_key("/api/v2/sessions/x", &app.key)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    // Never silently unlimited: the in-process limiter still refuses the excess.
+    assert_eq!(&statuses[..2], [404, 404], "{statuses:?}");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+    let metrics = app
+        .get("/api/v2/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("facepass_rate_limit_fallback_total"),
+        "{metrics}"
+    );
+}
