@@ -37,6 +37,7 @@ DEFAULT_OK = {
     "REDIS_URL": "built from the REDIS_* variables, which compose sets",
     "REDIS_PASSWORD": "the stack's Redis has no password and is reachable only on its network",
     "IVFFLAT_PROBES": "the default (10) fits the default lists=100 of the IVFFlat index",
+    "S3_KEY_PREFIX": "the stack has a bucket of its own, so keys need no prefix",
 }
 
 # Variables that are not read by src/config.rs but by a library.

@@ -26,6 +26,9 @@ echo "set-up took $(( $(date +%s) - start ))s"
 if [ "$lint" = 1 ]; then
   cargo fmt --all -- --check
   cargo clippy --all-targets --locked -- -D warnings
+  # The deployment files agree with the code (env vars, metric names, routes).
+  python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+  python3 scripts/check-deploy.py
 fi
 
 # Unit tests and the API tests run in parallel, each API test on its own database, bucket and
