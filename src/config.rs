@@ -478,7 +478,9 @@ impl Vars<'_> {
             || (prefix.ends_with('/')
                 && !prefix.starts_with('/')
                 && !prefix.contains("//")
-                && !prefix.split('/').any(|segment| segment == "." || segment == "..")
+                && !prefix
+                    .split('/')
+                    .any(|segment| segment == "." || segment == "..")
                 && prefix
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')));

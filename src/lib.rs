@@ -1,3 +1,9 @@
+//! FacePass: a self-hosted face search server. See README.md.
+
+// No unwrap/expect on any code path outside tests; the few true invariants carry an allow with
+// the reason next to them.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod auth;
 pub mod bulk;
 pub mod cli;

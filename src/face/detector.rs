@@ -57,7 +57,7 @@ impl Detector {
     /// from the output shapes ([1, N, 1|4|10], N = cells * anchors), so the ONNX output order
     /// does not matter.
     pub(crate) fn load(file: &ModelFile, size: u32) -> Result<Detector, FaceError> {
-        if size < 32 || size % 32 != 0 {
+        if size < 32 || !size.is_multiple_of(32) {
             return Err(FaceError::InvalidConfig(format!(
                 "detector size {size} must be a positive multiple of 32"
             )));

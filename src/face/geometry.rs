@@ -41,7 +41,7 @@ impl BBox {
         }
     }
 
-    pub(crate) fn translate(&self, dx: f32, dy: f32) -> BBox {
+    pub fn translate(&self, dx: f32, dy: f32) -> BBox {
         BBox {
             x1: self.x1 + dx,
             y1: self.y1 + dy,
@@ -61,7 +61,7 @@ pub struct Detection {
 }
 
 impl Detection {
-    pub(crate) fn translate(&self, dx: f32, dy: f32) -> Detection {
+    pub fn translate(&self, dx: f32, dy: f32) -> Detection {
         let mut landmarks = self.landmarks;
         for p in &mut landmarks {
             p[0] += dx;

@@ -574,6 +574,13 @@ fn missing_model_and_wrong_checksum_fail_with_the_file_name() {
     }
 }
 
+#[test]
+fn engine_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<FaceEngine>();
+    assert_send_sync::<FaceRuntime>();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_rejects_a_second_call_when_the_only_worker_is_busy() {
     let rt = Arc::new(FaceRuntime::new(ENGINE.clone(), 1, 0));
