@@ -297,3 +297,63 @@ async fn concurrent_indexing_of_one_photo_id_leaves_exactly_one_set_of_faces(poo
         .expect("list");
     assert_eq!(objects.len(), 1, "{objects:?}");
 }
+
+#[sqlx::test]
+async fn a_full_inference_queue_answers_503_overloaded(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        HashMap::from([
+            ("INFERENCE_WORKERS", "1".to_owned()),
+            ("INFERENCE_QUEUE", "0".to_owned()),
+        ]),
+    )
+    .await;
+    // Large group photos keep the single worker busy while the others arrive.
+    let requests = (0..6).map(|i| {
+        let app = &app;
+        async move {
+            app.post_form(
+                "/api/v2/index",
+                &app.key,
+                &[("session_id", "party"), ("photo_id", &format!("p{i}"))],
+                Some(photo("solvay_conference_1927.jpg")),
+            )
+            .await
+        }
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let mut overloaded = 0;
+    for resp in responses {
+        match resp.status().as_u16() {
+            200 => {}
+            503 => {
+                assert!(resp.headers().contains_key("retry-after"));
+                assert_eq!(error_code(resp).await, "overloaded");
+                overloaded += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(overloaded >= 1, "no request was refused");
+    assert!(overloaded < 6, "every request was refused");
+}
+
+#[sqlx::test]
+async fn an_internal_error_is_a_500_that_leaks_nothing(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.index("party", "p1", "obama.jpg").await;
+    // Break the schema under the running server.
+    sqlx::query("alter table face rename to face_gone")
+        .execute(&app.db)
+        .await
+        .expect("rename");
+    let resp = app.search("party", "obama3.jpg").await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = resp.text().await.expect("body");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["code"], "internal");
+    assert!(
+        !body.contains("face") && !body.contains("relation"),
+        "{body}"
+    );
+}
