@@ -84,6 +84,22 @@ pub enum Command {
         #[arg(long, default_value = "tests/fixtures/photos")]
         photos: PathBuf,
     },
+    /// A bounded load against a live server: latency percentiles, throughput, errors by code.
+    Loadtest {
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "FACEPASS_API_KEY", hide_env_values = true)]
+        api_key: String,
+        #[arg(long, value_enum)]
+        endpoint: crate::loadtest::Endpoint,
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        /// Seconds of load (at most 600).
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        #[arg(long, default_value = "tests/fixtures/photos")]
+        photos: PathBuf,
+    },
     /// Time each stage of the face pipeline on images and write a JSON report.
     Bench {
         /// Images to run on (default: tests/fixtures/photos/*).

@@ -457,3 +457,33 @@ pub async fn smoke(url: &str, api_key: &str, photos: &Path) -> anyhow::Result<()
     anyhow::ensure!(smoke.run(&photos).await?, "smoke checks failed");
     Ok(())
 }
+
+pub async fn loadtest(
+    url: &str,
+    api_key: &str,
+    endpoint: crate::loadtest::Endpoint,
+    concurrency: usize,
+    duration: u64,
+    photos: &Path,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=600).contains(&duration),
+        "--duration must be 1-600 seconds"
+    );
+    anyhow::ensure!(
+        (1..=512).contains(&concurrency),
+        "--concurrency must be 1-512"
+    );
+    let photos = crate::smoke::Photos::from_dir(photos)?;
+    let report = crate::loadtest::run(
+        url,
+        api_key,
+        photos,
+        endpoint,
+        concurrency,
+        std::time::Duration::from_secs(duration),
+    )
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub mod gc;
 pub mod identity;
 pub mod indexing;
 pub mod limits;
+pub mod loadtest;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -25,6 +25,14 @@ async fn main() -> ExitCode {
         } => commands::index_dir(&dir, &session, &tenant, parallel).await,
         Command::Gc { fix, grace_secs } => commands::gc(fix, grace_secs).await,
         Command::Db { action } => commands::db(action).await,
+        Command::Loadtest {
+            url,
+            api_key,
+            endpoint,
+            concurrency,
+            duration,
+            photos,
+        } => commands::loadtest(&url, &api_key, endpoint, concurrency, duration, &photos).await,
         Command::Smoke {
             url,
             api_key,

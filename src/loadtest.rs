@@ -1,0 +1,222 @@
+//! `facepass loadtest`: a bounded load against a live server (search, verify or index), with
+//! latency percentiles, throughput and errors by code. It prepares what it needs (a session with
+//! indexed photos, an enrolled identity) under throw-away ids and deletes them afterwards.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::multipart::{Form, Part};
+use reqwest::Client;
+use serde::Serialize;
+
+use crate::smoke::Photos;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Search,
+    Verify,
+    Index,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    pub endpoint: Endpoint,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub requests: usize,
+    pub throughput_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub error_rate: f64,
+    /// Responses other than 2xx by status and code (`transport` when no response came).
+    pub errors: BTreeMap<String, usize>,
+}
+
+struct Target {
+    client: Client,
+    url: String,
+    key: String,
+    session: String,
+    identity: String,
+    photos: Photos,
+}
+
+fn part(bytes: &[u8]) -> Part {
+    Part::bytes(bytes.to_vec()).file_name("photo.jpg")
+}
+
+impl Target {
+    async fn request(
+        &self,
+        endpoint: Endpoint,
+        n: usize,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let req = match endpoint {
+            Endpoint::Search => self
+                .client
+                .post(format!("{}/api/v2/search", self.url))
+                .multipart(
+                    Form::new()
+                        .text("session_id", self.session.clone())
+                        .part("file", part(&self.photos.probe)),
+                ),
+            Endpoint::Verify => self
+                .client
+                .post(format!(
+                    "{}/api/v2/identities/{}/verify",
+                    self.url, self.identity
+                ))
+                .multipart(Form::new().part("image", part(&self.photos.probe))),
+            Endpoint::Index => {
+                let photo = &self.photos.enroll[n % self.photos.enroll.len()];
+                self.client
+                    .post(format!("{}/api/v2/index", self.url))
+                    .multipart(
+                        Form::new()
+                            .text("session_id", self.session.clone())
+                            .text("photo_id", format!("load-{n}"))
+                            .part("file", part(photo)),
+                    )
+            }
+        };
+        req.header("X-API-Key", &self.key).send().await
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub async fn run(
+    url: &str,
+    key: &str,
+    photos: Photos,
+    endpoint: Endpoint,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<LoadReport> {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let target = Arc::new(Target {
+        client: Client::builder().timeout(Duration::from_secs(60)).build()?,
+        url: url.trim_end_matches('/').to_owned(),
+        key: key.to_owned(),
+        session: format!("load-{}", &run[..12]),
+        identity: format!("load-{}", &run[12..24]),
+        photos,
+    });
+    prepare(&target).await?;
+
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers = (0..concurrency.max(1)).map(|w| {
+        let target = target.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+            let mut n = w;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let result = target.request(endpoint, n).await;
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                n += concurrency.max(1);
+                match result {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        let code = body["code"].as_str().unwrap_or("unknown").to_owned();
+                        *errors.entry(format!("{status} {code}")).or_default() += 1;
+                    }
+                    Err(_) => *errors.entry("transport".to_owned()).or_default() += 1,
+                }
+            }
+            (latencies, errors)
+        })
+    });
+    let mut latencies = Vec::new();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for w in futures_util::future::join_all(workers).await {
+        let (l, e) = w?;
+        latencies.extend(l);
+        for (k, v) in e {
+            *errors.entry(k).or_default() += v;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    cleanup(&target).await;
+    latencies.sort_by(f64::total_cmp);
+    let failed: usize = errors.values().sum();
+    Ok(LoadReport {
+        endpoint,
+        concurrency,
+        seconds,
+        requests: latencies.len(),
+        throughput_per_s: latencies.len() as f64 / seconds,
+        p50_ms: percentile(&latencies, 0.5),
+        p95_ms: percentile(&latencies, 0.95),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+        error_rate: failed as f64 / latencies.len().max(1) as f64,
+        errors,
+    })
+}
+
+/// A session with the enrollment photos indexed and an identity enrolled from them.
+async fn prepare(t: &Target) -> anyhow::Result<()> {
+    for (i, photo) in t.photos.enroll.iter().enumerate() {
+        let form = Form::new()
+            .text("session_id", t.session.clone())
+            .text("photo_id", format!("seed-{i}"))
+            .part("file", part(photo));
+        let resp = t
+            .client
+            .post(format!("{}/api/v2/index", t.url))
+            .header("X-API-Key", &t.key)
+            .multipart(form)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "seeding the session: {}",
+            resp.status()
+        );
+    }
+    let mut form = Form::new();
+    for photo in &t.photos.enroll {
+        form = form.part("images", part(photo));
+    }
+    let resp = t
+        .client
+        .put(format!("{}/api/v2/identities/{}", t.url, t.identity))
+        .header("X-API-Key", &t.key)
+        .multipart(form)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "enrolling the identity: {}",
+        resp.status()
+    );
+    Ok(())
+}
+
+async fn cleanup(t: &Target) {
+    for path in [
+        format!("/api/v2/sessions/{}", t.session),
+        format!("/api/v2/identities/{}", t.identity),
+    ] {
+        let _ = t
+            .client
+            .delete(format!("{}{path}", t.url))
+            .header("X-API-Key", &t.key)
+            .send()
+            .await;
+    }
+}
