@@ -132,3 +132,81 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir
 }
+
+/// The DBA scripts end to end: index, back up, lose the data, restore, search again.
+#[sqlx::test]
+async fn search_finds_the_same_photos_after_backup_and_restore(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.index("party", "o1", "obama.jpg").await;
+    app.index("party", "o2", "obama2.jpg").await;
+    app.index("party", "b1", "biden.jpg").await;
+    let before = app.found("party", "obama3.jpg").await;
+    assert_eq!(before, ["o1", "o2"]);
+
+    let db: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&app.db)
+        .await
+        .expect("name");
+    let mut url =
+        url::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL")).expect("url");
+    url.set_path(&db);
+    let dir = tempdir();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |script: &str, args: &[&str]| {
+        let out = std::process::Command::new(format!("{root}/scripts/{script}"))
+            .args(args)
+            .env("DATABASE_URL", url.as_str())
+            .output()
+            .expect("script runs");
+        assert!(
+            out.status.success(),
+            "{script} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        "backup_database.sh",
+        &["--dir", dir.to_str().expect("utf-8"), "--name", "t"],
+    );
+    let dump = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "dump"))
+        .expect("a dump");
+
+    // Lose everything, then restore into a new database.
+    sqlx::query("truncate tenant, api_key, session, photo, face, identity, identity_embedding")
+        .execute(&app.db)
+        .await
+        .expect("truncate");
+    assert!(app.search("party", "obama3.jpg").await.status() == 404);
+    let restored = format!("facepass_restored_{}", uuid::Uuid::new_v4().simple());
+    run(
+        "restore_database.sh",
+        &[dump.to_str().expect("utf-8"), "--target-db", &restored],
+    );
+
+    let mut restored_url = url.clone();
+    restored_url.set_path(&restored);
+    let restored_pool = PgPool::connect(restored_url.as_str())
+        .await
+        .expect("restored db");
+    let again = crate::helpers::spawn_app_with(
+        restored_pool.clone(),
+        std::collections::HashMap::from([("S3_KEY_PREFIX", app.config.s3.key_prefix.clone())]),
+    )
+    .await;
+    assert_eq!(again.found("party", "obama3.jpg").await, before);
+    restored_pool.close().await;
+    let mut admin = url.clone();
+    admin.set_path("postgres");
+    let admin = PgPool::connect(admin.as_str()).await.expect("admin");
+    sqlx::query(&format!(
+        "drop database if exists \"{restored}\" with (force)"
+    ))
+    .execute(&admin)
+    .await
+    .expect("drop restored");
+    std::fs::remove_dir_all(&dir).ok();
+}
