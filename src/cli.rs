@@ -60,6 +60,21 @@ pub enum Command {
         #[arg(long)]
         parallel: Option<usize>,
     },
+    /// Re-embed stored photos with another recognition model, beside the current faces.
+    Reindex {
+        /// The new ArcFace-compatible model (default: FACE_EMBEDDER_MODEL).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Its expected sha256.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Only this tenant's sessions.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Instead: delete the faces of every model but this one (after all servers switched).
+        #[arg(long)]
+        cleanup: bool,
+    },
     /// Find S3 objects without a photo row and photo rows without their object.
     Gc {
         /// Delete orphan objects and rows whose object is missing.

@@ -365,7 +365,10 @@ fn print_report(r: &crate::eval::EvalReport, missed: &[String]) {
 
 /// The full application state, without the HTTP server, for bulk commands.
 async fn app_state() -> anyhow::Result<crate::startup::AppState> {
-    let config = Config::from_env()?;
+    app_state_with(Config::from_env()?).await
+}
+
+async fn app_state_with(config: Config) -> anyhow::Result<crate::startup::AppState> {
     crate::telemetry::init(config.app.log_format, config.app.debug);
     let db = db::connect_lazy(&config.database)?;
     let engine = crate::startup::load_engine(&config.face).await?;
@@ -485,5 +488,39 @@ pub async fn loadtest(
     )
     .await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+pub async fn reindex(
+    model: Option<PathBuf>,
+    sha256: Option<String>,
+    tenant: Option<&str>,
+    cleanup: bool,
+) -> anyhow::Result<()> {
+    let mut config = Config::from_env()?;
+    if let Some(model) = model {
+        config.face.embedder_model = model;
+        config.face.embedder_sha256 = sha256;
+    }
+    let state = app_state_with(config).await?;
+    if cleanup {
+        let removed = crate::remodel::cleanup(&state).await?;
+        println!(
+            "removed {removed} faces of models other than {}",
+            state.faces.engine().model_id()
+        );
+        return Ok(());
+    }
+    let tenant = tenant
+        .map(crate::domain::TenantId::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--tenant {e}"))?;
+    let summary = crate::remodel::reindex(&state, tenant.as_ref()).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    anyhow::ensure!(
+        summary.failed.is_empty(),
+        "{} photos failed",
+        summary.failed.len()
+    );
     Ok(())
 }

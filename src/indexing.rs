@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::{PhotoId, SessionId, TenantId};
 use crate::error::ApiError;
-use crate::face::{AnalyzeOptions, SkipReason};
+use crate::face::{Analysis, AnalyzeOptions, SkipReason};
 use crate::metrics::{FACES_INDEXED, PHOTOS_INDEXED};
 use crate::startup::AppState;
 use crate::store::catalog::{self, NewFace, NewPhoto};
@@ -136,41 +136,7 @@ pub async fn index_photo(state: &AppState, req: IndexRequest) -> Result<IndexOut
     timings.embed_ms = analysis.timings.align_ms + analysis.timings.embed_ms;
     crate::metrics::record_inference(timings.decode_ms, timings.detect_ms, timings.embed_ms);
 
-    let mut faces = Vec::new();
-    let mut indexed = Vec::new();
-    let mut skipped = Vec::new();
-    for face in &analysis.faces {
-        let bbox = box_of(&face.bbox);
-        match (face.skipped, &face.embedding) {
-            (None, Some(embedding)) => {
-                let face_id = Uuid::new_v4();
-                let mut landmarks = [0f32; 10];
-                for (i, p) in face.landmarks.iter().enumerate() {
-                    landmarks[2 * i] = p[0];
-                    landmarks[2 * i + 1] = p[1];
-                }
-                faces.push(NewFace {
-                    face_id,
-                    bbox,
-                    landmarks,
-                    det_score: face.score,
-                    size_px: face.quality.face_px as f32,
-                    sharpness: face.quality.sharpness,
-                    embedding: embedding.as_slice().to_vec(),
-                });
-                indexed.push(IndexedFace {
-                    face_id,
-                    bbox,
-                    score: face.score,
-                });
-            }
-            (reason, _) => skipped.push(SkippedFace {
-                bbox,
-                score: face.score,
-                reason: reason.unwrap_or(SkipReason::LowScore),
-            }),
-        }
-    }
+    let (faces, indexed, skipped) = faces_to_store(&analysis);
 
     // One object per upload attempt: two requests for the same photo id (even with the same
     // bytes) never share a key, so the clean-up of one can never delete what the other is about
@@ -242,6 +208,46 @@ pub async fn index_photo(state: &AppState, req: IndexRequest) -> Result<IndexOut
         unchanged: false,
         timings,
     })
+}
+
+/// Splits an analysis into the faces to store (with the ids they get) and those skipped.
+pub fn faces_to_store(analysis: &Analysis) -> (Vec<NewFace>, Vec<IndexedFace>, Vec<SkippedFace>) {
+    let mut faces = Vec::new();
+    let mut indexed = Vec::new();
+    let mut skipped = Vec::new();
+    for face in &analysis.faces {
+        let bbox = box_of(&face.bbox);
+        match (face.skipped, &face.embedding) {
+            (None, Some(embedding)) => {
+                let face_id = Uuid::new_v4();
+                let mut landmarks = [0f32; 10];
+                for (i, p) in face.landmarks.iter().enumerate() {
+                    landmarks[2 * i] = p[0];
+                    landmarks[2 * i + 1] = p[1];
+                }
+                faces.push(NewFace {
+                    face_id,
+                    bbox,
+                    landmarks,
+                    det_score: face.score,
+                    size_px: face.quality.face_px as f32,
+                    sharpness: face.quality.sharpness,
+                    embedding: embedding.as_slice().to_vec(),
+                });
+                indexed.push(IndexedFace {
+                    face_id,
+                    bbox,
+                    score: face.score,
+                });
+            }
+            (reason, _) => skipped.push(SkippedFace {
+                bbox,
+                score: face.score,
+                reason: reason.unwrap_or(SkipReason::LowScore),
+            }),
+        }
+    }
+    (faces, indexed, skipped)
 }
 
 pub fn box_of(b: &crate::face::BBox) -> [f32; 4] {

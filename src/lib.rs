@@ -21,6 +21,7 @@ pub mod loadtest;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod remodel;
 pub mod routes;
 pub mod smoke;
 pub mod startup;

@@ -23,6 +23,12 @@ async fn main() -> ExitCode {
             tenant,
             parallel,
         } => commands::index_dir(&dir, &session, &tenant, parallel).await,
+        Command::Reindex {
+            model,
+            sha256,
+            tenant,
+            cleanup,
+        } => commands::reindex(model, sha256, tenant.as_deref(), cleanup).await,
         Command::Gc { fix, grace_secs } => commands::gc(fix, grace_secs).await,
         Command::Db { action } => commands::db(action).await,
         Command::Loadtest {

@@ -199,27 +199,48 @@ pub async fn replace_photo(
             (pk, Some(old_key).filter(|k| k != photo.s3_key))
         }
     };
-    if !faces.is_empty() {
-        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
-            "insert into face (face_id, photo_pk, tenant_id, session_pk, bbox, landmarks, \
-             det_score, size_px, sharpness, model_id, embedding) ",
-        );
-        insert.push_values(faces, |mut row, f| {
-            row.push_bind(f.face_id)
-                .push_bind(photo_pk)
-                .push_bind(photo.tenant.as_str())
-                .push_bind(session_pk)
-                .push_bind(f.bbox.to_vec())
-                .push_bind(f.landmarks.to_vec())
-                .push_bind(f.det_score)
-                .push_bind(f.size_px)
-                .push_bind(f.sharpness)
-                .push_bind(photo.model_id)
-                .push_bind(Vector::from(f.embedding.clone()));
-        });
-        insert.build().execute(&mut *conn).await?;
-    }
+    insert_faces(
+        conn,
+        photo_pk,
+        photo.tenant,
+        session_pk,
+        photo.model_id,
+        faces,
+    )
+    .await?;
     Ok((photo_pk, previous_key))
+}
+
+/// Adds faces to a photo in one statement.
+pub async fn insert_faces(
+    conn: &mut PgConnection,
+    photo_pk: i64,
+    tenant: &TenantId,
+    session_pk: i64,
+    model_id: &str,
+    faces: &[NewFace],
+) -> Result<(), sqlx::Error> {
+    if faces.is_empty() {
+        return Ok(());
+    }
+    let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+        "insert into face (face_id, photo_pk, tenant_id, session_pk, bbox, landmarks, \
+         det_score, size_px, sharpness, model_id, embedding) ",
+    );
+    insert.push_values(faces, |mut row, f| {
+        row.push_bind(f.face_id)
+            .push_bind(photo_pk)
+            .push_bind(tenant.as_str())
+            .push_bind(session_pk)
+            .push_bind(f.bbox.to_vec())
+            .push_bind(f.landmarks.to_vec())
+            .push_bind(f.det_score)
+            .push_bind(f.size_px)
+            .push_bind(f.sharpness)
+            .push_bind(model_id)
+            .push_bind(Vector::from(f.embedding.clone()));
+    });
+    insert.build().execute(conn).await.map(|_| ())
 }
 
 /// Deletes one photo (its faces go with it). Returns its S3 key.

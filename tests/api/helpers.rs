@@ -77,6 +77,15 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
 }
 
 pub async fn spawn_app_with(pool: PgPool, overrides: HashMap<&str, String>) -> TestApp {
+    spawn_app_with_engine(pool, overrides, engine().await).await
+}
+
+/// A server running `engine` (e.g. another model) instead of the shared one.
+pub async fn spawn_app_with_engine(
+    pool: PgPool,
+    overrides: HashMap<&str, String>,
+    engine: Arc<FaceEngine>,
+) -> TestApp {
     let key = format!("key-a-{}", uuid::Uuid::new_v4().simple());
     let other_key = format!("key-b-{}", uuid::Uuid::new_v4().simple());
     let mut overrides = overrides;
@@ -84,7 +93,6 @@ pub async fn spawn_app_with(pool: PgPool, overrides: HashMap<&str, String>) -> T
         .entry("API_KEYS")
         .or_insert_with(|| format!("tenant-a:{key},tenant-b:{other_key}"));
     let config = base_config(&overrides);
-    let engine = engine().await;
     let app = Application::build_with(config.clone(), pool.clone(), engine)
         .await
         .expect("app builds");

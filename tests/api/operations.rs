@@ -210,3 +210,69 @@ async fn search_finds_the_same_photos_after_backup_and_restore(pool: PgPool) {
     .expect("drop restored");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A model change: re-embed beside the old faces, both models' servers keep finding the photos,
+/// then clean up the old model's faces.
+#[sqlx::test]
+async fn reindex_with_a_new_model_keeps_every_server_answering(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    app.index("party", "o1", "obama.jpg").await;
+    app.index("party", "b1", "biden.jpg").await;
+
+    // The same weights under another file name: a different model id, as a new model has.
+    let dir = tempdir();
+    let new_model = dir.join("w600k_mbf_next.onnx");
+    std::fs::copy(&app.config.face.embedder_model, &new_model).expect("copy model");
+    let mut config = app.config.clone();
+    config.face.embedder_model = new_model.clone();
+    config.face.embedder_sha256 = None;
+    let engine = facepass::startup::load_engine(&config.face)
+        .await
+        .expect("new model");
+    assert_ne!(
+        engine.model_id(),
+        app.state().await.faces.engine().model_id()
+    );
+    let state = facepass::startup::AppState::new(config, pool.clone(), engine.clone())
+        .await
+        .expect("state");
+
+    let summary = facepass::remodel::reindex(&state, None)
+        .await
+        .expect("reindex");
+    assert_eq!((summary.photos, summary.faces), (2, 2), "{summary:?}");
+    let again = facepass::remodel::reindex(&state, None)
+        .await
+        .expect("resume");
+    assert_eq!(
+        (again.photos, again.skipped),
+        (0, 2),
+        "a second run skips done photos"
+    );
+
+    let new_server = crate::helpers::spawn_app_with_engine(
+        pool,
+        std::collections::HashMap::from([("S3_KEY_PREFIX", app.config.s3.key_prefix.clone())]),
+        engine,
+    )
+    .await;
+    assert_eq!(
+        app.found("party", "obama3.jpg").await,
+        ["o1"],
+        "old model still answers"
+    );
+    assert_eq!(
+        new_server.found("party", "obama3.jpg").await,
+        ["o1"],
+        "new model answers"
+    );
+
+    let removed = facepass::remodel::cleanup(&state).await.expect("cleanup");
+    assert_eq!(removed, 2);
+    assert!(
+        app.found("party", "obama3.jpg").await.is_empty(),
+        "old faces are gone"
+    );
+    assert_eq!(new_server.found("party", "obama3.jpg").await, ["o1"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
