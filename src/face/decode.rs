@@ -44,6 +44,13 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Fac
         });
     }
     let format = sniff_format(bytes)?;
+    if format == ImageFormat::Jpeg && !ends_like_a_jpeg(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey and reports success; an upload that
+        // lost its end is a failed upload, not a photo.
+        return Err(FaceError::InvalidImage(
+            "truncated JPEG data (no end-of-image marker)".into(),
+        ));
+    }
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(image_limits(limits));
@@ -62,6 +69,40 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Fac
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, format))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
+}
+
+/// Whether the JPEG reaches its end-of-image marker. Walks the marker segments by their lengths
+/// (so an EOI inside an EXIF thumbnail does not count) and the entropy-coded scans, where an FF
+/// byte is always followed by 00 or a restart marker unless a real marker starts.
+fn ends_like_a_jpeg(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        match marker {
+            0xD9 => return true,
+            // Fill bytes, and markers without a length.
+            0xFF => i += 1,
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => {
+                let Some(len) = bytes.get(i + 2..i + 4) else {
+                    return false;
+                };
+                i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if marker == 0xDA {
+                    // Start of scan: skip the compressed data up to the next real marker.
+                    while i + 1 < bytes.len()
+                        && !(bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7))
+                    {
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    false
 }
 
 /// Reads only the header: format and declared size. Cheap; used to reject early.

@@ -3,6 +3,7 @@
 //! S3 started by scripts/services.sh.
 
 mod auth;
+mod hardening;
 mod health;
 mod helpers;
 mod identities;
