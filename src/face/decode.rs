@@ -93,9 +93,12 @@ fn ends_like_a_jpeg(bytes: &[u8]) -> bool {
                 i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
                 if marker == 0xDA {
                     // Start of scan: skip the compressed data up to the next real marker.
-                    while i + 1 < bytes.len()
-                        && !(bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7))
-                    {
+                    while i + 1 < bytes.len() {
+                        let real_marker =
+                            bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7);
+                        if real_marker {
+                            break;
+                        }
                         i += 1;
                     }
                 }
