@@ -45,7 +45,8 @@ async fn bad_input_to_every_upload_route_gets_a_clear_4xx_and_writes_nothing(poo
         ),
     ];
     // (case, fields, acceptable statuses)
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &[u16])> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, &'a [u16]);
+    let cases: Vec<Case> = vec![
         ("empty form", vec![], &[400, 404, 422]),
         (
             "zero-byte file",
