@@ -29,7 +29,10 @@ impl Default for TilingConfig {
     fn default() -> Self {
         TilingConfig {
             enabled: true,
-            min_long_side: 1920,
+            // Measured (faceeval groups <= 2280 px, fixtures up to 3000 px): tiles found no
+            // labelled face the whole-photo pass missed, at 5-16x the detection time. They pay
+            // off on camera-resolution event photos, where 640 px shrinks faces 6-9x.
+            min_long_side: 3200,
             tile_size: 1024,
             overlap: 192,
             max_tiles: 12,
