@@ -133,11 +133,7 @@ async fn largest_face(
             ));
         }
     };
-    crate::metrics::record_inference(
-        analysis.timings.decode_ms,
-        analysis.timings.detect_ms,
-        analysis.timings.align_ms + analysis.timings.embed_ms,
-    );
+    crate::metrics::record_inference(&analysis.timings);
     let Some(face) = analysis.faces.into_iter().next() else {
         return Err(ApiError::new(
             Code::NoFaceDetected,

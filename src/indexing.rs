@@ -134,7 +134,7 @@ pub async fn index_photo(state: &AppState, req: IndexRequest) -> Result<IndexOut
     timings.decode_ms = analysis.timings.decode_ms;
     timings.detect_ms = analysis.timings.detect_ms;
     timings.embed_ms = analysis.timings.align_ms + analysis.timings.embed_ms;
-    crate::metrics::record_inference(timings.decode_ms, timings.detect_ms, timings.embed_ms);
+    crate::metrics::record_inference(&analysis.timings);
 
     let (faces, indexed, skipped) = faces_to_store(&analysis);
 

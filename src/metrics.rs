@@ -150,12 +150,12 @@ pub fn record_http(route: String, method: String, status: u16, elapsed: Duration
     histogram!(HTTP_DURATION, "route" => route).record(elapsed.as_secs_f64());
 }
 
-/// Stage timings of one face-engine run, in milliseconds.
-pub fn record_inference(decode_ms: f64, detect_ms: f64, embed_ms: f64) {
+/// The stage timings of one face-engine run (alignment counts as embedding).
+pub fn record_inference(t: &crate::face::StageTimings) {
     for (stage, ms) in [
-        ("decode", decode_ms),
-        ("detect", detect_ms),
-        ("embed", embed_ms),
+        ("decode", t.decode_ms),
+        ("detect", t.detect_ms),
+        ("embed", t.align_ms + t.embed_ms),
     ] {
         histogram!(INFERENCE_STAGE_DURATION, "stage" => stage).record(ms / 1000.0);
     }

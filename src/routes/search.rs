@@ -131,11 +131,7 @@ pub async fn search(
         .faces
         .run(move |engine| engine.analyze(&bytes, &options))
         .await?;
-    crate::metrics::record_inference(
-        analysis.timings.decode_ms,
-        analysis.timings.detect_ms,
-        analysis.timings.align_ms + analysis.timings.embed_ms,
-    );
+    crate::metrics::record_inference(&analysis.timings);
     let mut found = analysis.faces.iter().filter(|f| f.embedding.is_some());
     let Some(face) = found.next() else {
         counter!(SEARCHES, "outcome" => "no_face").increment(1);
