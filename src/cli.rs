@@ -123,6 +123,10 @@ pub enum Command {
         repeats: usize,
         #[arg(long, default_value = "bench/facepass.json")]
         out: PathBuf,
+        /// Also time every operator of both models (one detector pass, one face) and report
+        /// the time per operator kind and the slowest nodes.
+        #[arg(long)]
+        ops: bool,
     },
 }
 

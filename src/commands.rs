@@ -201,7 +201,12 @@ pub async fn compare(a: &Path, b: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn bench(images: &[PathBuf], repeats: usize, out: &Path) -> anyhow::Result<()> {
+pub async fn bench(
+    images: &[PathBuf],
+    repeats: usize,
+    out: &Path,
+    ops: bool,
+) -> anyhow::Result<()> {
     let config = FaceConfig::from_env()?;
     let engine = crate::startup::load_engine(&config).await?;
     let images = if images.is_empty() {
@@ -225,8 +230,13 @@ pub async fn bench(images: &[PathBuf], repeats: usize, out: &Path) -> anyhow::Re
     let report = tokio::task::spawn_blocking(move || {
         let single = crate::face::bench::run_bench(&engine, &photos, repeats, 1)?;
         let dual = crate::face::bench::run_bench(&engine, &photos, repeats, 2)?;
+        let ops = if ops {
+            Some(engine.profile_ops(repeats)?)
+        } else {
+            None
+        };
         Ok::<_, crate::face::FaceError>(
-            serde_json::json!({ "threads_1": single, "threads_2": dual }),
+            serde_json::json!({ "threads_1": single, "threads_2": dual, "ops": ops }),
         )
     })
     .await??;

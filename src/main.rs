@@ -48,7 +48,8 @@ async fn main() -> ExitCode {
             images,
             repeats,
             out,
-        } => commands::bench(&images, repeats, &out).await,
+            ops,
+        } => commands::bench(&images, repeats, &out, ops).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

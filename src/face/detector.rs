@@ -11,6 +11,7 @@ use super::error::FaceError;
 use super::geometry::{nms, sort_largest_first, BBox, Detection};
 use super::letterbox::{fill_input, Canvas};
 use super::model::{optimise, output_shapes, output_slice, run, ModelFile, Plan};
+use super::profile::{profile_plan, PlanProfile};
 use super::tiling::{cut_by_tile_edge, layout, TilingConfig};
 
 const STRIDES: [usize; 3] = [8, 16, 32];
@@ -74,6 +75,10 @@ impl Detector {
 
     pub fn input_size(&self) -> u32 {
         self.size as u32
+    }
+
+    pub(crate) fn profile(&self, runs: usize) -> Result<PlanProfile, FaceError> {
+        profile_plan(&self.plan, &[1, 3, self.size, self.size], runs)
     }
 
     /// Faces in the photo, largest first.

@@ -7,6 +7,7 @@ use super::align::ALIGNED_SIZE;
 use super::embedding::Embedding;
 use super::error::FaceError;
 use super::model::{optimise, output_shapes, output_slice, run, ModelFile, Plan};
+use super::profile::{profile_plan, PlanProfile};
 
 const INPUT_MEAN: f32 = 127.5;
 const INPUT_STD: f32 = 127.5;
@@ -47,6 +48,11 @@ impl Embedder {
 
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    pub(crate) fn profile(&self, runs: usize) -> Result<PlanProfile, FaceError> {
+        let s = ALIGNED_SIZE as usize;
+        profile_plan(&self.plan, &[1, 3, s, s], runs)
     }
 
     pub fn embed(&self, aligned: &RgbImage) -> Result<Embedding, FaceError> {

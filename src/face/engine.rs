@@ -14,6 +14,7 @@ use super::embedding::Embedding;
 use super::error::FaceError;
 use super::geometry::{BBox, Detection};
 use super::model::read_model_file;
+use super::profile::PlanProfile;
 use super::quality::Quality;
 use super::tiling::TilingConfig;
 
@@ -152,6 +153,12 @@ pub struct Analysis {
     pub timings: StageTimings,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct OpsProfile {
+    pub detector: PlanProfile,
+    pub embedder: PlanProfile,
+}
+
 pub struct FaceEngine {
     config: EngineConfig,
     detector: Detector,
@@ -197,6 +204,14 @@ impl FaceEngine {
 
     pub fn embedding_dim(&self) -> usize {
         self.embedder.dim()
+    }
+
+    /// Per-operator timings of both models (one detector pass, one face), `runs` runs each.
+    pub fn profile_ops(&self, runs: usize) -> Result<OpsProfile, FaceError> {
+        Ok(OpsProfile {
+            detector: self.detector.profile(runs)?,
+            embedder: self.embedder.profile(runs)?,
+        })
     }
 
     pub fn decode_limits(&self) -> DecodeLimits {

@@ -17,6 +17,8 @@ pub mod error;
 pub mod geometry;
 pub mod letterbox;
 mod model;
+mod prelu;
+pub mod profile;
 pub mod quality;
 pub mod runtime;
 pub mod tiling;

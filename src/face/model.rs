@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 use super::error::FaceError;
+use super::prelu::PreluExpansion;
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
 /// `SimpleState` created by `run`).
@@ -57,7 +58,14 @@ pub(crate) fn optimise(file: &ModelFile, input_shape: &[usize]) -> Result<Plan, 
         path: file.path.clone(),
         reason: format!("{e:#}"),
     };
-    let model = tract_onnx::onnx()
+    let mut onnx = tract_onnx::onnx();
+    onnx.op_register.insert("PRelu", |_, _| {
+        Ok((
+            tract_onnx::tract_hir::ops::expandable::expand(PreluExpansion),
+            vec![],
+        ))
+    });
+    let model = onnx
         .model_for_read(&mut std::io::Cursor::new(&file.bytes))
         .map_err(load_err)?;
     model
