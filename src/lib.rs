@@ -13,6 +13,8 @@ pub mod domain;
 pub mod error;
 pub mod eval;
 pub mod face;
+#[cfg(test)]
+mod fuzzing;
 pub mod gc;
 pub mod identity;
 pub mod indexing;

@@ -336,7 +336,11 @@ pub(crate) mod tests {
             max_pixels: DEFAULT_MAX_PIXELS,
             max_bytes: usize::MAX,
         };
-        let err = decode_image(&png_declaring(50_000, 50_000), &l).expect_err("bomb");
+        let bomb = png_declaring(50_000, 50_000);
+        let (result, held) = crate::fuzzing::peak_bytes(|| decode_image(&bomb, &l));
+        // 7.5 GB as RGB: refused before a single row is allocated.
+        assert!(held < 1 << 20, "decoding the bomb held {held} bytes");
+        let err = result.expect_err("bomb");
         match err {
             FaceError::ImageTooLarge {
                 width,

@@ -24,6 +24,8 @@ pub mod runtime;
 pub mod tiling;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 pub use bench::{run_bench, BenchReport};

@@ -9,6 +9,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::error::{ApiError, Code};
 
 pub mod form;
+#[cfg(test)]
+mod form_fuzz;
 pub mod health;
 pub mod identities;
 pub mod index;
