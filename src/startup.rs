@@ -69,6 +69,7 @@ impl AppState {
 pub struct Application {
     port: u16,
     server: Server,
+    db: PgPool,
 }
 
 impl Application {
@@ -86,21 +87,26 @@ impl Application {
         db: PgPool,
         engine: Arc<FaceEngine>,
     ) -> anyhow::Result<Self> {
-        let state = AppState::new(config.clone(), db, engine).await?;
+        let state = AppState::new(config.clone(), db.clone(), engine).await?;
         let listener = TcpListener::bind((config.app.host, config.app.port))
             .with_context(|| format!("cannot listen on {}:{}", config.app.host, config.app.port))?;
         let port = listener.local_addr()?.port();
         let server = server(state, listener, &config)?;
-        Ok(Self { port, server })
+        Ok(Self { port, server, db })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM; requests in flight get `SHUTDOWN_TIMEOUT_SECS` to finish.
+    /// Serves until SIGINT/SIGTERM. On the signal the listener closes at once (new connections
+    /// are refused), requests in flight get `SHUTDOWN_TIMEOUT_SECS` to finish, then the
+    /// database pool is closed so PostgreSQL sees clean disconnects.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.db.close().await;
+        tracing::info!("database pool closed");
+        served
     }
 }
 

@@ -13,3 +13,4 @@ mod openapi;
 mod operations;
 mod search;
 mod sessions;
+mod shutdown;
