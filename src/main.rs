@@ -6,6 +6,9 @@ use facepass::cli::{Cli, Command};
 use facepass::config::{Config, LogFormat};
 use facepass::{commands, startup, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
