@@ -41,4 +41,9 @@ cargo test --locked --test faults -- --test-threads=1
 export FACEPASS_BIN="${CARGO_TARGET_DIR:-target}/debug/facepass"
 scripts/test-backup-restore.sh
 scripts/smoke-local.sh
+# Hardening: mixed load at 16 clients, no 5xx but `overloaded`, resident memory flat after the
+# warm-up: two minutes, memory compared from minute 1 to the end (SOAK_SECONDS=0 skips it).
+if [ "${SOAK_SECONDS:-120}" != 0 ]; then
+  scripts/soak-local.sh "${SOAK_SECONDS:-120}" "$(( ${SOAK_SECONDS:-120} / 2 ))"
+fi
 echo "test suite took $(( $(date +%s) - start ))s"

@@ -18,6 +18,29 @@ pub enum Endpoint {
     Search,
     Verify,
     Index,
+    /// Search, verify and index in turn (a third each), as a soak test.
+    Mixed,
+}
+
+impl Endpoint {
+    /// The endpoint the `n`th request of a run goes to.
+    fn pick(self, n: usize) -> Endpoint {
+        match (self, n % 3) {
+            (Endpoint::Mixed, 0) => Endpoint::Search,
+            (Endpoint::Mixed, 1) => Endpoint::Verify,
+            (Endpoint::Mixed, _) => Endpoint::Index,
+            (one, _) => one,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Search => "search",
+            Endpoint::Verify => "verify",
+            Endpoint::Index => "index",
+            Endpoint::Mixed => "mixed",
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +57,17 @@ pub struct LoadReport {
     pub error_rate: f64,
     /// Responses other than 2xx by status and code (`transport` when no response came).
     pub errors: BTreeMap<String, usize>,
+    /// The same figures per endpoint (one entry unless the run was `mixed`).
+    pub per_endpoint: BTreeMap<&'static str, EndpointFigures>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointFigures {
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub failed: usize,
 }
 
 struct Target {
@@ -55,8 +89,8 @@ impl Target {
         endpoint: Endpoint,
         n: usize,
     ) -> Result<reqwest::Response, reqwest::Error> {
-        let req = match endpoint {
-            Endpoint::Search => self
+        let req = match endpoint.pick(n) {
+            Endpoint::Search | Endpoint::Mixed => self
                 .client
                 .post(format!("{}/api/v2/search", self.url))
                 .multipart(
@@ -124,10 +158,15 @@ pub async fn run(
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let result = target.request(endpoint, n).await;
-                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                let ok = matches!(&result, Ok(r) if r.status().is_success());
+                latencies.push((
+                    endpoint.pick(n).name(),
+                    t.elapsed().as_secs_f64() * 1000.0,
+                    ok,
+                ));
                 n += concurrency.max(1);
                 match result {
-                    Ok(r) if r.status().is_success() => {}
+                    Ok(_) if ok => {}
                     Ok(r) => {
                         let status = r.status().as_u16();
                         let body: serde_json::Value = r.json().await.unwrap_or_default();
@@ -151,6 +190,30 @@ pub async fn run(
     }
     let seconds = start.elapsed().as_secs_f64();
     cleanup(&target).await;
+    let mut per_endpoint = BTreeMap::new();
+    for (name, _, _) in &latencies {
+        if per_endpoint.contains_key(name) {
+            continue;
+        }
+        let mut mine: Vec<f64> = latencies
+            .iter()
+            .filter(|l| l.0 == *name)
+            .map(|l| l.1)
+            .collect();
+        mine.sort_by(f64::total_cmp);
+        let failed = latencies.iter().filter(|l| l.0 == *name && !l.2).count();
+        per_endpoint.insert(
+            *name,
+            EndpointFigures {
+                requests: mine.len(),
+                p50_ms: percentile(&mine, 0.5),
+                p95_ms: percentile(&mine, 0.95),
+                p99_ms: percentile(&mine, 0.99),
+                failed,
+            },
+        );
+    }
+    let mut latencies: Vec<f64> = latencies.into_iter().map(|l| l.1).collect();
     latencies.sort_by(f64::total_cmp);
     let failed: usize = errors.values().sum();
     Ok(LoadReport {
@@ -165,6 +228,7 @@ pub async fn run(
         max_ms: latencies.last().copied().unwrap_or(0.0),
         error_rate: failed as f64 / latencies.len().max(1) as f64,
         errors,
+        per_endpoint,
     })
 }
 
