@@ -9,6 +9,11 @@
 
 # ---------------------------------------------------------------------------------------------
 FROM rust:1.91-bookworm AS builder
+# x86-64-v3 (AVX2, FMA: Intel Haswell 2013 and AMD Excavator 2015 onwards) lets the compiler
+# vectorise tract's depthwise convolutions and our own loops: detector 51 -> 42 ms, recogniser
+# 20 -> 17.5 ms per face on this project's 2-core AMD EPYC (facepass bench, 3 alternating runs).
+# For an older x86 CPU build with `--build-arg TARGET_CPU=x86-64`; on arm64 the flag is ignored.
+ARG TARGET_CPU=x86-64-v3
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -16,7 +21,8 @@ COPY migrations ./migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin facepass \
+    if [ "$(uname -m)" = x86_64 ]; then export RUSTFLAGS="-C target-cpu=$TARGET_CPU"; fi \
+    && cargo build --release --locked --bin facepass \
     && cp target/release/facepass /usr/local/bin/facepass
 
 # ---------------------------------------------------------------------------------------------
