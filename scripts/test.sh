@@ -29,6 +29,7 @@ if [ "$lint" = 1 ]; then
   # The deployment files agree with the code (env vars, metric names, routes).
   python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
   python3 scripts/check-deploy.py
+  scripts/check-prometheus.sh
   # Dependency policy: licences, banned crates (a second sqlx), sources (deny.toml).
   scripts/deny.sh
 fi
