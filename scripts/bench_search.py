@@ -81,7 +81,8 @@ MODEL_ID = "w600k_r50-0123456789ab"
 THRESHOLD = 0.5
 TOP_K = 50
 
-# The server's query, verbatim from src/store/catalog.rs search_session.
+# The benchmark's baseline: the server's query before top_k moved ahead of the join to photo
+# (reported as "server" in the JSON, the name it had when these figures were first taken).
 SESSION_SQL = (
     "with scored as ( "
     "    select f.photo_pk, f.face_id, f.bbox, 1 - (f.embedding <=> $1) as similarity "
@@ -117,8 +118,9 @@ SESSION_ANN_SQL = (
     "limit $6"
 )
 
-# The server's query with the top_k cut before the join to photo (ties at the cut broken by
-# photo_pk instead of photo_id): the planner then knows only top_k rows reach the join.
+# The server's query today, verbatim from src/store/catalog.rs search_session: the top_k cut
+# before the join to photo (ties at the cut broken by photo_pk instead of photo_id), so the
+# planner knows only top_k rows reach the join.
 SESSION_LIMIT_FIRST_SQL = (
     "with scored as ( "
     "    select f.photo_pk, f.face_id, f.bbox, 1 - (f.embedding <=> $1) as similarity "

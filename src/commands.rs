@@ -149,12 +149,10 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 pub async fn detect(images: &[PathBuf], with_embedding: bool) -> anyhow::Result<()> {
     let config = FaceConfig::from_env()?;
     let engine = crate::startup::load_engine(&config).await?;
+    // The faces indexing would store, with or without their embeddings.
     let options = crate::face::AnalyzeOptions {
-        max_faces: config.max_faces_per_photo,
-        min_face_px: config.min_face_px,
-        min_score: config.detection_threshold.get(),
         embed: with_embedding,
-        largest_only: false,
+        ..crate::indexing::indexing_options(&config)
     };
     let mut out = Vec::new();
     for path in images {

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::config::FaceConfig;
 use crate::domain::{PhotoId, SessionId, TenantId};
 use crate::error::ApiError;
 use crate::face::{Analysis, AnalyzeOptions, SkipReason};
@@ -73,6 +74,19 @@ pub struct IndexRequest {
     pub bytes: Vec<u8>,
 }
 
+/// How a photo is analysed for indexing: every face up to MAX_FACES_PER_PHOTO, those under
+/// MIN_FACE_PX or FACE_DETECTION_THRESHOLD reported as skipped. Re-embedding with another model
+/// (`facepass reindex`) uses the same rules, so both models see the same faces.
+pub fn indexing_options(face: &FaceConfig) -> AnalyzeOptions {
+    AnalyzeOptions {
+        max_faces: face.max_faces_per_photo,
+        min_face_px: face.min_face_px,
+        min_score: face.detection_threshold.get(),
+        embed: true,
+        largest_only: false,
+    }
+}
+
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
@@ -116,13 +130,7 @@ pub async fn index_photo(state: &AppState, req: IndexRequest) -> Result<IndexOut
     }
     timings.database_ms = ms(t);
 
-    let options = AnalyzeOptions {
-        max_faces: state.config.face.max_faces_per_photo,
-        min_face_px: state.config.face.min_face_px,
-        min_score: state.config.face.detection_threshold.get(),
-        embed: true,
-        largest_only: false,
-    };
+    let options = indexing_options(&state.config.face);
     let bytes = std::sync::Arc::new(req.bytes);
     let analysis = {
         let bytes = bytes.clone();

@@ -190,29 +190,27 @@ pub async fn run(
     }
     let seconds = start.elapsed().as_secs_f64();
     cleanup(&target).await;
-    let mut per_endpoint = BTreeMap::new();
-    for (name, _, _) in &latencies {
-        if per_endpoint.contains_key(name) {
-            continue;
-        }
-        let mut mine: Vec<f64> = latencies
-            .iter()
-            .filter(|l| l.0 == *name)
-            .map(|l| l.1)
-            .collect();
-        mine.sort_by(f64::total_cmp);
-        let failed = latencies.iter().filter(|l| l.0 == *name && !l.2).count();
-        per_endpoint.insert(
-            *name,
-            EndpointFigures {
+    // Per endpoint: latencies and failures, grouped in one pass.
+    let mut grouped: BTreeMap<&'static str, (Vec<f64>, usize)> = BTreeMap::new();
+    for &(name, ms, ok) in &latencies {
+        let entry = grouped.entry(name).or_default();
+        entry.0.push(ms);
+        entry.1 += usize::from(!ok);
+    }
+    let per_endpoint = grouped
+        .into_iter()
+        .map(|(name, (mut mine, failed))| {
+            mine.sort_by(f64::total_cmp);
+            let figures = EndpointFigures {
                 requests: mine.len(),
                 p50_ms: percentile(&mine, 0.5),
                 p95_ms: percentile(&mine, 0.95),
                 p99_ms: percentile(&mine, 0.99),
                 failed,
-            },
-        );
-    }
+            };
+            (name, figures)
+        })
+        .collect();
     let mut latencies: Vec<f64> = latencies.into_iter().map(|l| l.1).collect();
     latencies.sort_by(f64::total_cmp);
     let failed: usize = errors.values().sum();
@@ -232,6 +230,17 @@ pub async fn run(
     })
 }
 
+/// Sends a request with the key and fails with `what` unless the answer is a success.
+async fn expect_success(
+    t: &Target,
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<()> {
+    let resp = req.header("X-API-Key", &t.key).send().await?;
+    anyhow::ensure!(resp.status().is_success(), "{what}: {}", resp.status());
+    Ok(())
+}
+
 /// A session with the enrollment photos indexed and an identity enrolled from them.
 async fn prepare(t: &Target) -> anyhow::Result<()> {
     for (i, photo) in t.photos.enroll.iter().enumerate() {
@@ -239,36 +248,17 @@ async fn prepare(t: &Target) -> anyhow::Result<()> {
             .text("session_id", t.session.clone())
             .text("photo_id", format!("seed-{i}"))
             .part("file", part(photo));
-        let resp = t
-            .client
-            .post(format!("{}/api/v2/index", t.url))
-            .header("X-API-Key", &t.key)
-            .multipart(form)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            resp.status().is_success(),
-            "seeding the session: {}",
-            resp.status()
-        );
+        let req = t.client.post(format!("{}/api/v2/index", t.url));
+        expect_success(t, req.multipart(form), "seeding the session").await?;
     }
     let mut form = Form::new();
     for photo in &t.photos.enroll {
         form = form.part("images", part(photo));
     }
-    let resp = t
+    let req = t
         .client
-        .put(format!("{}/api/v2/identities/{}", t.url, t.identity))
-        .header("X-API-Key", &t.key)
-        .multipart(form)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "enrolling the identity: {}",
-        resp.status()
-    );
-    Ok(())
+        .put(format!("{}/api/v2/identities/{}", t.url, t.identity));
+    expect_success(t, req.multipart(form), "enrolling the identity").await
 }
 
 async fn cleanup(t: &Target) {

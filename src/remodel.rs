@@ -11,8 +11,7 @@
 use serde::Serialize;
 
 use crate::domain::TenantId;
-use crate::face::AnalyzeOptions;
-use crate::indexing::faces_to_store;
+use crate::indexing::{faces_to_store, indexing_options};
 use crate::startup::AppState;
 use crate::store::catalog;
 
@@ -43,13 +42,7 @@ pub async fn reindex(state: &AppState, tenant: Option<&TenantId>) -> anyhow::Res
     .bind(tenant.map(|t| t.as_str()))
     .fetch_all(&state.db)
     .await?;
-    let options = AnalyzeOptions {
-        max_faces: state.config.face.max_faces_per_photo,
-        min_face_px: state.config.face.min_face_px,
-        min_score: state.config.face.detection_threshold.get(),
-        embed: true,
-        largest_only: false,
-    };
+    let options = indexing_options(&state.config.face);
     for (session_pk, session_id) in sessions {
         summary.sessions += 1;
         let photos: Vec<PhotoToDo> = sqlx::query_as(
