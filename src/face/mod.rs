@@ -15,6 +15,7 @@ pub mod embedding;
 pub mod engine;
 pub mod error;
 pub mod geometry;
+mod grouped_conv;
 pub mod letterbox;
 mod model;
 mod prelu;

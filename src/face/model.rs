@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 use super::error::FaceError;
+use super::grouped_conv;
 use super::prelu::PreluExpansion;
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
@@ -68,9 +69,14 @@ pub(crate) fn optimise(file: &ModelFile, input_shape: &[usize]) -> Result<Plan, 
     let model = onnx
         .model_for_read(&mut std::io::Cursor::new(&file.bytes))
         .map_err(load_err)?;
-    model
+    let mut typed = model
         .with_input_fact(0, f32::fact(input_shape.to_vec()).into())
-        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .map_err(load_err)?;
+    grouped_conv::substitute(&mut typed).map_err(load_err)?;
+    typed
+        .into_optimized()
         .and_then(|m| m.into_runnable())
         .map_err(load_err)
 }
