@@ -133,12 +133,17 @@ impl Detector {
     ) -> Result<Vec<Detection>, FaceError> {
         let t = Instant::now();
         let s = self.size;
-        let mut input = tract_ndarray::Array4::<f32>::zeros((1, 3, s, s));
-        let buf = input
-            .as_slice_mut()
-            .ok_or_else(|| FaceError::Internal("fresh array is not contiguous".into()))?;
-        let placement = fill_input(img, canvas, s, INPUT_MEAN, INPUT_STD, buf);
-        let tensor: Tensor = input.into();
+        // Written in place: an ndarray converted into a Tensor would be copied once more.
+        let mut tensor = Tensor::zero::<f32>(&[1, 3, s, s]).map_err(FaceError::inference)?;
+        let placement = {
+            let mut view = tensor
+                .to_plain_array_view_mut::<f32>()
+                .map_err(FaceError::inference)?;
+            let buf = view
+                .as_slice_mut()
+                .ok_or_else(|| FaceError::Internal("fresh tensor is not contiguous".into()))?;
+            fill_input(img, canvas, s, INPUT_MEAN, INPUT_STD, buf)
+        };
         timings.preprocess_ms += ms_since(t);
 
         let t = Instant::now();

@@ -99,16 +99,37 @@ fn taps(dst_len: usize, canvas_len: u32, canvas_origin: i64, photo_len: u32) -> 
         .collect()
 }
 
+/// A tap as byte offsets into a photo row: a neighbour outside the photo reads offset 0 with
+/// weight 0, which adds exactly what the black pixel would, so the loop has no branches.
+#[derive(Clone, Copy)]
+struct RowTap {
+    o0: usize,
+    o1: usize,
+    w0: i32,
+    w1: i32,
+}
+
+fn row_taps(xs: &[Tap]) -> Vec<RowTap> {
+    let side = |i: Option<usize>, w: i32| i.map_or((0, 0), |i| (i * 3, w));
+    xs.iter()
+        .map(|t| {
+            let (o0, w0) = side(t.i0, t.w0);
+            let (o1, w1) = side(t.i1, t.w1);
+            RowTap { o0, o1, w0, w1 }
+        })
+        .collect()
+}
+
 /// Horizontal pass of one photo row (or a black row) into `out` (3 values per output pixel).
-fn horizontal(row: Option<&[u8]>, xs: &[Tap], out: &mut [i32]) {
+fn horizontal(row: Option<&[u8]>, xs: &[RowTap], out: &mut [i32]) {
     let Some(row) = row else {
         out.fill(0);
         return;
     };
-    let px = |i: Option<usize>, c: usize| i.map_or(0, |i| i32::from(row[i * 3 + c]));
     for (o, t) in out.chunks_exact_mut(3).zip(xs) {
-        for (c, v) in o.iter_mut().enumerate() {
-            *v = px(t.i0, c) * t.w0 + px(t.i1, c) * t.w1;
+        let (a, b) = (&row[t.o0..t.o0 + 3], &row[t.o1..t.o1 + 3]);
+        for c in 0..3 {
+            o[c] = i32::from(a[c]) * t.w0 + i32::from(b[c]) * t.w1;
         }
     }
 }
@@ -132,9 +153,15 @@ pub fn fill_input(
     let inv_std = 1.0 / std;
     // Lookup from 8-bit value to normalised input, so the inner loop has no float math.
     let lut: Vec<f32> = (0..256).map(|v| (v as f32 - mean) * inv_std).collect();
-    out.fill(lut[0]);
+    // Black beyond the resized canvas: right of it on its rows, then every row below it.
+    for plane_out in out.chunks_exact_mut(plane) {
+        for row in plane_out[..p.new_height * size].chunks_exact_mut(size) {
+            row[p.new_width..].fill(lut[0]);
+        }
+        plane_out[p.new_height * size..].fill(lut[0]);
+    }
 
-    let xs = taps(p.new_width, canvas.width, canvas.x0, img.width());
+    let xs = row_taps(&taps(p.new_width, canvas.width, canvas.x0, img.width()));
     let ys = taps(p.new_height, canvas.height, canvas.y0, img.height());
     let stride = img.width() as usize * 3;
     let raw: &[u8] = img.as_raw();
@@ -226,5 +253,61 @@ mod tests {
         assert_eq!(out[128 + 8 + 1], 0.0); // b at canvas (1,1), outside the photo
         assert_eq!(out[64 + 3 * 8 + 2], 10.0); // g at photo (0,1)
         assert_eq!(out[128 + 7 * 8 + 7], 0.0);
+    }
+
+    /// The fixed-point resize one output value at a time, straight from the taps.
+    fn naive(img: &RgbImage, canvas: &Canvas, size: usize, out: &mut [f32]) {
+        let p = placement(canvas, size);
+        let xs = taps(p.new_width, canvas.width, canvas.x0, img.width());
+        let ys = taps(p.new_height, canvas.height, canvas.y0, img.height());
+        let px = |x: Option<usize>, y: Option<usize>, c: usize| match (x, y) {
+            (Some(x), Some(y)) => i32::from(img.get_pixel(x as u32, y as u32)[c]),
+            _ => 0,
+        };
+        out.fill(0.0);
+        for (v, ty) in ys.iter().enumerate() {
+            for (u, tx) in xs.iter().enumerate() {
+                for c in 0..3 {
+                    let h = |y| px(tx.i0, y, c) * tx.w0 + px(tx.i1, y, c) * tx.w1;
+                    let val =
+                        (((ty.w0 * (h(ty.i0) >> 4)) >> 16) + ((ty.w1 * (h(ty.i1) >> 4)) >> 16) + 2)
+                            >> 2;
+                    out[c * size * size + v * size + u] = val.clamp(0, 255) as f32;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resize_equals_the_fixed_point_definition_inside_and_past_the_photo() {
+        let mut img = RgbImage::new(97, 61);
+        for (x, y, p) in img.enumerate_pixels_mut() {
+            let v = (x * 7919 + y * 104_729) % 256;
+            *p = image::Rgb([v as u8, (v * 3 % 256) as u8, (255 - v) as u8]);
+        }
+        let canvases = [
+            Canvas::whole(&img),
+            Canvas {
+                x0: -20,
+                y0: -13,
+                width: 137,
+                height: 87,
+            },
+            Canvas {
+                x0: 30,
+                y0: 10,
+                width: 40,
+                height: 45,
+            },
+        ];
+        for canvas in canvases {
+            for size in [32, 64, 160] {
+                let mut got = vec![f32::NAN; 3 * size * size];
+                let mut want = vec![0.0; 3 * size * size];
+                fill_input(&img, &canvas, size, 0.0, 1.0, &mut got);
+                naive(&img, &canvas, size, &mut want);
+                assert_eq!(got, want, "{canvas:?} at {size}");
+            }
+        }
     }
 }
