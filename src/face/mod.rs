@@ -22,6 +22,7 @@ mod prelu;
 pub mod profile;
 pub mod quality;
 pub mod runtime;
+mod sibling_convs;
 pub mod tiling;
 
 #[cfg(test)]
