@@ -18,6 +18,7 @@ pub mod geometry;
 mod grouped_conv;
 pub mod letterbox;
 mod model;
+mod nearest_upsample;
 mod prelu;
 pub mod profile;
 pub mod quality;

@@ -8,7 +8,7 @@ use tract_onnx::prelude::*;
 
 use super::error::FaceError;
 use super::prelu::PreluExpansion;
-use super::{grouped_conv, sibling_convs};
+use super::{grouped_conv, nearest_upsample, sibling_convs};
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
 /// `SimpleState` created by `run`).
@@ -76,6 +76,7 @@ pub(crate) fn optimise(file: &ModelFile, input_shape: &[usize]) -> Result<Plan, 
         .map_err(load_err)?;
     grouped_conv::substitute(&mut typed).map_err(load_err)?;
     sibling_convs::merge(&mut typed).map_err(load_err)?;
+    nearest_upsample::substitute(&mut typed).map_err(load_err)?;
     typed
         .into_optimized()
         .and_then(|m| m.into_runnable())
