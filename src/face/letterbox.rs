@@ -1,5 +1,6 @@
-//! Detector input: a window of the photo ("canvas"), resized keeping its aspect ratio into the
-//! top-left of a square, zero-padded, normalised NCHW tensor.
+//! Detector input: a window of the photo ("canvas"), resized keeping its aspect ratio (longer
+//! side to the detector size) into the top-left of a normalised NCHW tensor padded with black:
+//! a square as in the reference, or a smaller rectangle that still holds the resized canvas.
 //!
 //! The resize reproduces `cv2.resize(.., INTER_LINEAR)` (half-pixel centres, edge clamping, no
 //! antialiasing, 11-bit fixed-point weights), which the reference pipeline uses; an antialiased
@@ -134,8 +135,9 @@ fn horizontal(row: Option<&[u8]>, xs: &[RowTap], out: &mut [i32]) {
     }
 }
 
-/// Writes the canvas into `out` (3 x size x size, NCHW without the batch axis), normalised as
-/// `(v - mean) / std`, padding with the normalised value of black.
+/// Writes the canvas, resized so that its longer side is `size`, into `out` (3 x height x width
+/// for `input = [width, height]`, NCHW without the batch axis, each at least the resized
+/// canvas), normalised as `(v - mean) / std`, padding with the normalised value of black.
 ///
 /// Integer arithmetic as in cv2's SIMD path for 8-bit images (`VResizeLinearVec_32s8u`):
 /// measured identical to `cv2.resize` on all but ~0.1% of pixels, which differ by one level.
@@ -143,22 +145,24 @@ pub fn fill_input(
     img: &RgbImage,
     canvas: &Canvas,
     size: usize,
+    [width, height]: [usize; 2],
     mean: f32,
     std: f32,
     out: &mut [f32],
 ) -> Placement {
-    let plane = size * size;
+    let plane = width * height;
     debug_assert_eq!(out.len(), 3 * plane);
     let p = placement(canvas, size);
+    debug_assert!(p.new_width <= width && p.new_height <= height);
     let inv_std = 1.0 / std;
     // Lookup from 8-bit value to normalised input, so the inner loop has no float math.
     let lut: Vec<f32> = (0..256).map(|v| (v as f32 - mean) * inv_std).collect();
     // Black beyond the resized canvas: right of it on its rows, then every row below it.
     for plane_out in out.chunks_exact_mut(plane) {
-        for row in plane_out[..p.new_height * size].chunks_exact_mut(size) {
+        for row in plane_out[..p.new_height * width].chunks_exact_mut(width) {
             row[p.new_width..].fill(lut[0]);
         }
-        plane_out[p.new_height * size..].fill(lut[0]);
+        plane_out[p.new_height * width..].fill(lut[0]);
     }
 
     let xs = row_taps(&taps(p.new_width, canvas.width, canvas.x0, img.width()));
@@ -188,7 +192,7 @@ pub fn fill_input(
             cached[1] = Some(ty.i1);
         }
         let (b0, b1) = (ty.w0, ty.w1);
-        let base = v * size;
+        let base = v * width;
         for (u, (s0, s1)) in h0.chunks_exact(3).zip(h1.chunks_exact(3)).enumerate() {
             let val = |c: usize| {
                 let v = (((b0 * (s0[c] >> 4)) >> 16) + ((b1 * (s1[c] >> 4)) >> 16) + 2) >> 2;
@@ -235,7 +239,15 @@ mod tests {
             *p = image::Rgb([(x * 10) as u8, (y * 10) as u8, 7]);
         }
         let mut out = vec![0.0; 3 * 8 * 8];
-        let p = fill_input(&img, &Canvas::whole(&img), 4, 0.0, 1.0, &mut out[..48]);
+        let p = fill_input(
+            &img,
+            &Canvas::whole(&img),
+            4,
+            [4, 4],
+            0.0,
+            1.0,
+            &mut out[..48],
+        );
         assert_eq!((p.new_width, p.new_height), (4, 4));
         assert_eq!(out[4 + 3], 30.0); // r at (x=3, y=1)
         assert_eq!(out[16 + 4 * 2 + 1], 20.0); // g at (x=1, y=2)
@@ -247,7 +259,7 @@ mod tests {
             width: 8,
             height: 8,
         };
-        fill_input(&img, &canvas, 8, 0.0, 1.0, &mut out);
+        fill_input(&img, &canvas, 8, [8, 8], 0.0, 1.0, &mut out);
         assert_eq!(out[0], 0.0);
         assert_eq!(out[128 + 2 * 8 + 2], 7.0); // b at canvas (2,2) = photo (0,0)
         assert_eq!(out[128 + 8 + 1], 0.0); // b at canvas (1,1), outside the photo
@@ -256,7 +268,13 @@ mod tests {
     }
 
     /// The fixed-point resize one output value at a time, straight from the taps.
-    fn naive(img: &RgbImage, canvas: &Canvas, size: usize, out: &mut [f32]) {
+    fn naive(
+        img: &RgbImage,
+        canvas: &Canvas,
+        size: usize,
+        [width, height]: [usize; 2],
+        out: &mut [f32],
+    ) {
         let p = placement(canvas, size);
         let xs = taps(p.new_width, canvas.width, canvas.x0, img.width());
         let ys = taps(p.new_height, canvas.height, canvas.y0, img.height());
@@ -272,7 +290,7 @@ mod tests {
                     let val =
                         (((ty.w0 * (h(ty.i0) >> 4)) >> 16) + ((ty.w1 * (h(ty.i1) >> 4)) >> 16) + 2)
                             >> 2;
-                    out[c * size * size + v * size + u] = val.clamp(0, 255) as f32;
+                    out[c * width * height + v * width + u] = val.clamp(0, 255) as f32;
                 }
             }
         }
@@ -302,11 +320,15 @@ mod tests {
         ];
         for canvas in canvases {
             for size in [32, 64, 160] {
-                let mut got = vec![f32::NAN; 3 * size * size];
-                let mut want = vec![0.0; 3 * size * size];
-                fill_input(&img, &canvas, size, 0.0, 1.0, &mut got);
-                naive(&img, &canvas, size, &mut want);
-                assert_eq!(got, want, "{canvas:?} at {size}");
+                // The square input, and a rectangle just larger than the resized canvas.
+                let p = placement(&canvas, size);
+                for dims in [[size, size], [p.new_width + 3, p.new_height + 1]] {
+                    let mut got = vec![f32::NAN; 3 * dims[0] * dims[1]];
+                    let mut want = vec![0.0; 3 * dims[0] * dims[1]];
+                    fill_input(&img, &canvas, size, dims, 0.0, 1.0, &mut got);
+                    naive(&img, &canvas, size, dims, &mut want);
+                    assert_eq!(got, want, "{canvas:?} at {size} into {dims:?}");
+                }
             }
         }
     }

@@ -15,6 +15,7 @@ use super::{grouped_conv, nearest_upsample, sibling_convs};
 pub(crate) type Plan = Arc<TypedRunnableModel>;
 
 /// A model file read into memory and verified.
+#[derive(Clone)]
 pub(crate) struct ModelFile {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
