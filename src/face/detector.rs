@@ -75,7 +75,8 @@ impl Shaped {
     }
 }
 
-/// A landscape input shape, optimised the first time a photo needs it.
+/// A landscape input shape, optimised the first time a photo needs it: ~100 ms once per
+/// height, ~4 MB each (all 19 heights at 640: +77 MB next to the square's 20 MB).
 struct Rectangle {
     width: usize,
     height: usize,
