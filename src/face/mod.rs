@@ -25,6 +25,7 @@ pub mod quality;
 pub mod runtime;
 mod sibling_convs;
 pub mod tiling;
+mod transpose;
 
 #[cfg(test)]
 mod fuzz;

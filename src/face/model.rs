@@ -8,7 +8,7 @@ use tract_onnx::prelude::*;
 
 use super::error::FaceError;
 use super::prelu::PreluExpansion;
-use super::{grouped_conv, nearest_upsample, sibling_convs};
+use super::{grouped_conv, nearest_upsample, sibling_convs, transpose};
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
 /// `SimpleState` created by `run`).
@@ -56,6 +56,16 @@ pub(crate) fn read_model_file(
 /// Parses the ONNX graph, pins input 0 to a concrete f32 shape (symbolic batch or spatial
 /// sizes otherwise block optimisation) and optimises it once.
 pub(crate) fn optimise(file: &ModelFile, input_shape: &[usize]) -> Result<Plan, FaceError> {
+    optimise_oriented(file, input_shape, false)
+}
+
+/// [`optimise`], with every convolution kernel transposed when `transposed` (see
+/// [`transpose`]): the plan then takes the transposed image and gives transposed maps.
+pub(crate) fn optimise_oriented(
+    file: &ModelFile,
+    input_shape: &[usize],
+    transposed: bool,
+) -> Result<Plan, FaceError> {
     let load_err = |e: TractError| FaceError::ModelLoad {
         path: file.path.clone(),
         reason: format!("{e:#}"),
@@ -75,6 +85,9 @@ pub(crate) fn optimise(file: &ModelFile, input_shape: &[usize]) -> Result<Plan, 
         .and_then(|m| m.into_typed())
         .and_then(|m| m.into_decluttered())
         .map_err(load_err)?;
+    if transposed {
+        transpose::transpose_kernels(&mut typed).map_err(load_err)?;
+    }
     grouped_conv::substitute(&mut typed).map_err(load_err)?;
     sibling_convs::merge(&mut typed).map_err(load_err)?;
     nearest_upsample::substitute(&mut typed).map_err(load_err)?;
