@@ -87,8 +87,9 @@ impl Shaped {
     }
 }
 
-/// A landscape input shape, optimised the first time a photo needs it: ~100 ms once per
-/// height, ~4 MB each (all 19 heights at 640: +77 MB next to the square's 20 MB).
+/// A `size`-wide input shape, as it is or transposed, optimised the first time a photo needs
+/// it: ~100 ms once per height and orientation, ~4 MB each (all 19 landscape heights at 640:
+/// +77 MB next to the square's 20 MB; as much again for the transposed ones).
 struct Rectangle {
     width: usize,
     height: usize,
