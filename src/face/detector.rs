@@ -91,7 +91,6 @@ impl Shaped {
 /// it: ~100 ms once per height and orientation, ~4 MB each (all 19 landscape heights at 640:
 /// +77 MB next to the square's 20 MB; as much again for the transposed ones).
 struct Rectangle {
-    width: usize,
     height: usize,
     transposed: bool,
     shaped: OnceLock<Result<Arc<Shaped>, String>>,
@@ -117,7 +116,7 @@ pub struct Detector {
 impl Detector {
     /// Optimises the model for a `size` x `size` input and works out which output is which
     /// from the output shapes ([1, N, 1|4|10], N = cells * anchors), so the ONNX output order
-    /// does not matter. Landscape inputs are optimised on first use.
+    /// does not matter. The smaller inputs (see [`Detector`]) are optimised on first use.
     pub(crate) fn load(file: &ModelFile, size: u32) -> Result<Detector, FaceError> {
         if size < 32 || !size.is_multiple_of(32) {
             return Err(FaceError::InvalidConfig(format!(
@@ -131,7 +130,6 @@ impl Detector {
             .take_while(|&height| height < size)
             .flat_map(|height| [false, true].map(|transposed| (height, transposed)))
             .map(|(height, transposed)| Rectangle {
-                width: size,
                 height,
                 transposed,
                 shaped: OnceLock::new(),
@@ -155,18 +153,18 @@ impl Detector {
         } else {
             (p.new_width, p.new_height)
         };
+        // Every rectangle is `size` wide, which holds `along_w`; the lowest that fits wins.
+        debug_assert!(along_w <= self.size);
         let best = self
             .rectangles
             .iter()
-            .filter(|r| {
-                r.transposed == portrait && r.width >= along_w && r.height >= along_h + BLACK_MARGIN
-            })
-            .min_by_key(|r| r.width * r.height);
+            .filter(|r| r.transposed == portrait && r.height >= along_h + BLACK_MARGIN)
+            .min_by_key(|r| r.height);
         let Some(rect) = best else {
             return Ok(self.square.clone());
         };
         let shaped = rect.shaped.get_or_init(|| {
-            Shaped::load(&self.file, rect.width, rect.height, rect.transposed)
+            Shaped::load(&self.file, self.size, rect.height, rect.transposed)
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
         });
@@ -242,7 +240,6 @@ impl Detector {
         let t = Instant::now();
         let shaped = self.shaped_for(&placement(canvas, self.size))?;
         let (w, h) = (shaped.width, shaped.height);
-        // Written in place: an ndarray converted into a Tensor would be copied once more.
         let mut tensor = Tensor::zero::<f32>(&[1, 3, h, w]).map_err(FaceError::inference)?;
         let placement = {
             let mut view = tensor

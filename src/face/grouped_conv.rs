@@ -265,6 +265,7 @@ fn grouped_conv_for(
 
 #[cfg(test)]
 mod tests {
+    use super::super::graph_testing::{conv, konst, run, tensor, values};
     use super::*;
 
     /// The definition, one output value at a time.
@@ -302,12 +303,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104_729) % 251) as f32 / 125.0 - 1.0)
-            .collect()
     }
 
     fn op(
@@ -363,58 +358,21 @@ mod tests {
         // Through tract itself: the same ONNX-like graph with tract's convolution and with ours.
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 8, 12, 10])).unwrap();
-        let conv = |group: usize, cin: usize| Conv {
-            pool_spec: tract_onnx::tract_core::ops::cnn::PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec!(3, 3),
-                padding: tract_onnx::tract_core::ops::cnn::PaddingSpec::Explicit(
-                    tvec!(1, 1),
-                    tvec!(1, 1),
-                ),
-                dilations: None,
-                strides: None,
-                input_channels: cin,
-                output_channels: 8,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group,
-            q_params: None,
-        };
-        let k1 = model
-            .add_const(
-                "k1",
-                Tensor::from_shape(&[8, 2, 3, 3], &values(144, 4)).unwrap(),
-            )
-            .unwrap();
-        let b1 = model
-            .add_const("b1", Tensor::from_shape(&[8], &values(8, 5)).unwrap())
-            .unwrap();
+        let conv = |group: usize, cin: usize| conv(cin, 8, group, [3, 3], 1, 1, DataFormat::NCHW);
+        let k1 = konst(&mut model, "k1", &[8, 2, 3, 3], 4);
+        let b1 = konst(&mut model, "b1", &[8], 5);
         let y = model
             .wire_node("grouped", conv(4, 8), &[x, k1, b1])
             .unwrap()[0];
-        let k2 = model
-            .add_const(
-                "k2",
-                Tensor::from_shape(&[8, 1, 3, 3], &values(72, 6)).unwrap(),
-            )
-            .unwrap();
-        let b2 = model
-            .add_const("b2", Tensor::from_shape(&[8], &values(8, 7)).unwrap())
-            .unwrap();
+        let k2 = konst(&mut model, "k2", &[8, 1, 3, 3], 6);
+        let b2 = konst(&mut model, "b2", &[8], 7);
         let z = model
             .wire_node("depthwise", conv(8, 8), &[y, k2, b2])
             .unwrap()[0];
         model.select_output_outlets(&[z]).unwrap();
 
-        let input = Tensor::from_shape(&[1, 8, 12, 10], &values(960, 8)).unwrap();
-        let run = |m: TypedModel| {
-            let plan = m.into_optimized().unwrap().into_runnable().unwrap();
-            plan.run(tvec!(input.clone().into_tvalue()))
-                .unwrap()
-                .remove(0)
-                .into_tensor()
-        };
-        let want = run(model.clone());
+        let input = tvec!(tensor(&[1, 8, 12, 10], 8).into_tvalue());
+        let want = run(model.clone(), input.clone()).remove(0);
         let mut ours = model;
         assert_eq!(
             substitute(&mut ours).unwrap(),
@@ -422,7 +380,7 @@ mod tests {
             "only the grouped one is replaced"
         );
         assert!(ours.nodes.iter().any(|n| n.op_is::<GroupedConv>()));
-        let got = run(ours);
+        let got = run(ours, input).remove(0);
         want.close_enough(&got, true).unwrap();
     }
 }

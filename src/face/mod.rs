@@ -30,6 +30,8 @@ mod transpose;
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
+mod graph_testing;
+#[cfg(test)]
 mod tests;
 
 pub use bench::{run_bench, BenchReport};

@@ -151,35 +151,9 @@ fn merge_set(model: &mut TypedModel, ids: &[usize]) -> TractResult<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::graph_testing::{conv, konst, run, tensor};
     use super::*;
-    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::nn::DataFormat;
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104_729) % 251) as f32 / 125.0 - 1.0)
-            .collect()
-    }
-
-    fn conv(out: usize, kernel: usize, format: DataFormat) -> Conv {
-        Conv {
-            pool_spec: PoolSpec {
-                data_format: format,
-                kernel_shape: tvec!(kernel, kernel),
-                padding: PaddingSpec::Explicit(
-                    tvec!(kernel / 2, kernel / 2),
-                    tvec!(kernel / 2, kernel / 2),
-                ),
-                dilations: None,
-                strides: None,
-                input_channels: 6,
-                output_channels: out,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        }
-    }
 
     /// Three heads on one input (one with a scalar bias), a fourth of another kernel size and
     /// a fifth on another input: the three merge, the others stay, and every output is unchanged.
@@ -192,53 +166,31 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let kernel = model
-                .add_const(
-                    format!("k{i}"),
-                    Tensor::from_shape(&[out, 6, k, k], &values(out * 6 * k * k, i)).unwrap(),
-                )
-                .unwrap();
+            let kernel = konst(&mut model, &format!("k{i}"), &[out, 6, k, k], i);
             let bias = if i == 1 {
                 model.add_const(format!("b{i}"), tensor0(0.25f32)).unwrap()
             } else {
-                model
-                    .add_const(
-                        format!("b{i}"),
-                        Tensor::from_shape(&[out], &values(out, i + 10)).unwrap(),
-                    )
-                    .unwrap()
+                konst(&mut model, &format!("b{i}"), &[out], i + 10)
             };
+            let op = conv(6, out, 1, [k, k], 1, k / 2, format);
             outputs.push(
                 model
-                    .wire_node(
-                        format!("conv{i}"),
-                        conv(out, k, format),
-                        &[input, kernel, bias],
-                    )
+                    .wire_node(format!("conv{i}"), op, &[input, kernel, bias])
                     .unwrap()[0],
             );
         }
         model.select_output_outlets(&outputs).unwrap();
 
-        let len: usize = shape.iter().product();
         let inputs = tvec!(
-            Tensor::from_shape(&shape, &values(len, 20))
-                .unwrap()
-                .into_tvalue(),
-            Tensor::from_shape(&shape, &values(len, 21))
-                .unwrap()
-                .into_tvalue()
+            tensor(&shape, 20).into_tvalue(),
+            tensor(&shape, 21).into_tvalue()
         );
-        let run = |m: TypedModel| {
-            let plan = m.into_optimized().unwrap().into_runnable().unwrap();
-            plan.run(inputs.clone()).unwrap()
-        };
-        let want = run(model.clone());
+        let want = run(model.clone(), inputs.clone());
         let mut merged = model;
         assert_eq!(merge(&mut merged).unwrap(), 2, "three heads become one");
         let convs = merged.nodes.iter().filter(|n| n.op_is::<Conv>()).count();
         assert_eq!(convs, 3, "the merged one, the 1x1 and the one on y");
-        let got = run(merged);
+        let got = run(merged, inputs);
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g.shape(), w.shape());

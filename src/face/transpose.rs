@@ -70,64 +70,27 @@ pub(crate) fn transpose_kernels(model: &mut TypedModel) -> TractResult<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::graph_testing::{conv, konst, run, tensor};
     use super::*;
-    use tract_onnx::tract_core::ops::cnn::PoolSpec;
     use tract_onnx::tract_core::ops::nn::DataFormat;
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104_729) % 251) as f32 / 125.0 - 1.0)
-            .collect()
-    }
-
-    fn conv(cin: usize, cout: usize, kernel: [usize; 2], stride: usize, pad: usize) -> Conv {
-        Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec!(kernel[0], kernel[1]),
-                padding: PaddingSpec::Explicit(tvec!(pad, pad), tvec!(pad, pad)),
-                dilations: None,
-                strides: Some(tvec!(stride, stride)),
-                input_channels: cin,
-                output_channels: cout,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        }
-    }
 
     /// Two 3x3 convolutions (one with stride 2) with a ReLU between, for a `h` x `w` input.
     fn network(h: usize, w: usize, second_kernel: [usize; 2]) -> TypedModel {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 2, h, w])).unwrap();
-        let k1 = model
-            .add_const(
-                "k1",
-                Tensor::from_shape(&[3, 2, 3, 3], &values(54, 1)).unwrap(),
-            )
-            .unwrap();
-        let b1 = model
-            .add_const("b1", Tensor::from_shape(&[3], &values(3, 2)).unwrap())
-            .unwrap();
-        let y = model
-            .wire_node("c1", conv(2, 3, [3, 3], 2, 1), &[x, k1, b1])
-            .unwrap()[0];
+        let k1 = konst(&mut model, "k1", &[3, 2, 3, 3], 1);
+        let b1 = konst(&mut model, "b1", &[3], 2);
+        let c1 = conv(2, 3, 1, [3, 3], 2, 1, DataFormat::NCHW);
+        let y = model.wire_node("c1", c1, &[x, k1, b1]).unwrap()[0];
         let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
         let y = model
             .wire_node("relu", tract_onnx::tract_core::ops::math::max(), &[y, zero])
             .unwrap()[0];
         let [kh, kw] = second_kernel;
-        let k2 = model
-            .add_const(
-                "k2",
-                Tensor::from_shape(&[2, 3, kh, kw], &values(6 * kh * kw, 3)).unwrap(),
-            )
-            .unwrap();
+        let k2 = konst(&mut model, "k2", &[2, 3, kh, kw], 3);
         let b2 = model.add_const("b2", tensor0(0.1f32)).unwrap();
-        let z = model
-            .wire_node("c2", conv(3, 2, second_kernel, 1, 1), &[y, k2, b2])
-            .unwrap()[0];
+        let c2 = conv(3, 2, 1, second_kernel, 1, 1, DataFormat::NCHW);
+        let z = model.wire_node("c2", c2, &[y, k2, b2]).unwrap()[0];
         model.select_output_outlets(&[z]).unwrap();
         model
     }
@@ -137,10 +100,8 @@ mod tests {
         t.clone().permute_axes(&[0, 1, 3, 2]).unwrap()
     }
 
-    fn run(model: TypedModel, input: &Tensor) -> Tensor {
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-        plan.run(tvec!(input.clone().into_tvalue()))
-            .unwrap()
+    fn run_on(model: TypedModel, input: &Tensor) -> Tensor {
+        run(model, tvec!(input.clone().into_tvalue()))
             .remove(0)
             .into_tensor()
     }
@@ -148,12 +109,12 @@ mod tests {
     #[test]
     fn transposed_kernels_on_the_transposed_image_give_the_transposed_maps() {
         let (h, w) = (11, 7);
-        let input = Tensor::from_shape(&[1, 2, h, w], &values(2 * h * w, 4)).unwrap();
-        let want = run(network(h, w, [3, 3]), &input);
+        let input = tensor(&[1, 2, h, w], 4);
+        let want = run_on(network(h, w, [3, 3]), &input);
 
         let mut flipped = network(w, h, [3, 3]);
         assert_eq!(transpose_kernels(&mut flipped).unwrap(), 2);
-        let got = run(flipped, &transposed(&input));
+        let got = run_on(flipped, &transposed(&input));
         assert_eq!(got.shape(), transposed(&want).shape());
         transposed(&want).close_enough(&got, true).unwrap();
     }
