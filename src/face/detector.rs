@@ -11,7 +11,7 @@ use tract_onnx::prelude::*;
 use super::error::FaceError;
 use super::geometry::{nms, sort_largest_first, BBox, Detection};
 use super::letterbox::{fill_input, placement, Canvas, Placement};
-use super::model::{optimise_oriented, output_shapes, output_slice, run, ModelFile, Plan};
+use super::model::{optimise, output_shapes, output_slice, run, Layout, ModelFile, Plan};
 use super::profile::{profile_plan, PlanProfile};
 use super::tiling::{cut_by_tile_edge, layout, TilingConfig};
 
@@ -71,7 +71,11 @@ impl Shaped {
         height: usize,
         transposed: bool,
     ) -> Result<Shaped, FaceError> {
-        let plan = optimise_oriented(file, &[1, 3, height, width], transposed)?;
+        let layout = Layout {
+            transposed,
+            channels_last: false,
+        };
+        let plan = optimise(file, &[1, 3, height, width], layout)?;
         let shapes = output_shapes(&plan, &file.path)?;
         let heads = find_heads(&shapes, width, height).map_err(|reason| FaceError::ModelLoad {
             path: file.path.clone(),
@@ -107,23 +111,30 @@ struct Rectangle {
 /// 0.9985 cosine of the reference's, with it every fixture face stays within the reference
 /// test's bounds (largest box deviation 0.24 px instead of 0.15).
 pub struct Detector {
+    main: Shapes,
+    /// For the padded retry ([`retry_size`]).
+    retry: Shapes,
+}
+
+/// The padded retry looks for a face that filled the photo, so after padding it still fills
+/// about half the canvas: half the input size finds it at a quarter of the cost. Half of 640
+/// is 320, where a face filling a padded 150x150 portrait is ~150 px tall.
+fn retry_size(size: usize) -> usize {
+    (size / 2 / SHAPE_STEP * SHAPE_STEP).max(MIN_SIZE)
+}
+
+const MIN_SIZE: usize = 160;
+
+/// The input shapes of one detector size.
+struct Shapes {
     file: ModelFile,
     size: usize,
     square: Arc<Shaped>,
     rectangles: Vec<Rectangle>,
 }
 
-impl Detector {
-    /// Optimises the model for a `size` x `size` input and works out which output is which
-    /// from the output shapes ([1, N, 1|4|10], N = cells * anchors), so the ONNX output order
-    /// does not matter. The smaller inputs (see [`Detector`]) are optimised on first use.
-    pub(crate) fn load(file: &ModelFile, size: u32) -> Result<Detector, FaceError> {
-        if size < 32 || !size.is_multiple_of(32) {
-            return Err(FaceError::InvalidConfig(format!(
-                "detector size {size} must be a positive multiple of 32"
-            )));
-        }
-        let size = size as usize;
+impl Shapes {
+    fn load(file: &ModelFile, size: usize) -> Result<Shapes, FaceError> {
         let square = Arc::new(Shaped::load(file, size, size, false)?);
         let rectangles = (1..)
             .map(|k| k * SHAPE_STEP)
@@ -135,7 +146,7 @@ impl Detector {
                 shaped: OnceLock::new(),
             })
             .collect();
-        Ok(Detector {
+        Ok(Shapes {
             file: file.clone(),
             size,
             square,
@@ -179,58 +190,8 @@ impl Detector {
         }
     }
 
-    pub fn input_size(&self) -> u32 {
-        self.size as u32
-    }
-
-    pub(crate) fn profile(&self, runs: usize) -> Result<PlanProfile, FaceError> {
-        profile_plan(&self.square.plan, &[1, 3, self.size, self.size], runs)
-    }
-
-    /// Faces in the photo, largest first.
-    pub fn detect(
-        &self,
-        img: &RgbImage,
-        params: &DetectParams,
-        timings: &mut DetectTimings,
-    ) -> Result<Vec<Detection>, FaceError> {
-        let (w, h) = img.dimensions();
-        let mut dets = self.detect_canvas(img, &Canvas::whole(img), params, timings)?;
-
-        let whole_scale = self.size as f64 / f64::from(w.max(h));
-        if params.tiling.applies_to(w, h) && params.tiling.worth_tiling(&dets, whole_scale) {
-            for tile in layout(w, h, &params.tiling) {
-                let found = self.detect_canvas(img, &tile, params, timings)?;
-                dets.extend(
-                    found
-                        .into_iter()
-                        .filter(|d| !cut_by_tile_edge(d, &tile, w, h)),
-                );
-            }
-            let t = Instant::now();
-            dets = nms(dets, params.nms_iou);
-            timings.postprocess_ms += ms_since(t);
-        }
-
-        if dets.is_empty() && params.retry_pad > 1.0 {
-            // Close-ups: SCRFD misses faces that fill the frame. Shrink them inside a black
-            // border and look again.
-            let pad_x = ((w as f32 * (params.retry_pad - 1.0)) / 2.0).round() as u32;
-            let pad_y = ((h as f32 * (params.retry_pad - 1.0)) / 2.0).round() as u32;
-            let canvas = Canvas {
-                x0: -i64::from(pad_x),
-                y0: -i64::from(pad_y),
-                width: w + 2 * pad_x,
-                height: h + 2 * pad_y,
-            };
-            dets = self.detect_canvas(img, &canvas, params, timings)?;
-        }
-        sort_largest_first(&mut dets);
-        Ok(dets)
-    }
-
     /// One pass over a window of the photo; detections in photo coordinates after NMS.
-    pub(crate) fn detect_canvas(
+    fn detect_canvas(
         &self,
         img: &RgbImage,
         canvas: &Canvas,
@@ -300,6 +261,78 @@ impl Detector {
         let dets = nms(dets, params.nms_iou);
         timings.postprocess_ms += ms_since(t);
         timings.passes += 1;
+        Ok(dets)
+    }
+}
+
+impl Detector {
+    /// Optimises the model for a `size` x `size` input (and the retry's smaller square) and
+    /// works out which output is which from the output shapes ([1, N, 1|4|10], N = cells *
+    /// anchors), so the ONNX output order does not matter. The rectangular inputs (see
+    /// [`Detector`]) are optimised on first use.
+    pub(crate) fn load(file: &ModelFile, size: u32) -> Result<Detector, FaceError> {
+        if (size as usize) < MIN_SIZE || !size.is_multiple_of(SHAPE_STEP as u32) {
+            return Err(FaceError::InvalidConfig(format!(
+                "detector size {size} must be a multiple of 32, at least {MIN_SIZE}"
+            )));
+        }
+        let size = size as usize;
+        Ok(Detector {
+            main: Shapes::load(file, size)?,
+            retry: Shapes::load(file, retry_size(size))?,
+        })
+    }
+
+    pub fn input_size(&self) -> u32 {
+        self.main.size as u32
+    }
+
+    pub(crate) fn profile(&self, runs: usize) -> Result<PlanProfile, FaceError> {
+        let size = self.main.size;
+        profile_plan(&self.main.square.plan, &[1, 3, size, size], runs)
+    }
+
+    /// Faces in the photo, largest first.
+    pub fn detect(
+        &self,
+        img: &RgbImage,
+        params: &DetectParams,
+        timings: &mut DetectTimings,
+    ) -> Result<Vec<Detection>, FaceError> {
+        let (w, h) = img.dimensions();
+        let mut dets = self
+            .main
+            .detect_canvas(img, &Canvas::whole(img), params, timings)?;
+
+        let whole_scale = self.main.size as f64 / f64::from(w.max(h));
+        if params.tiling.applies_to(w, h) && params.tiling.worth_tiling(&dets, whole_scale) {
+            for tile in layout(w, h, &params.tiling) {
+                let found = self.main.detect_canvas(img, &tile, params, timings)?;
+                dets.extend(
+                    found
+                        .into_iter()
+                        .filter(|d| !cut_by_tile_edge(d, &tile, w, h)),
+                );
+            }
+            let t = Instant::now();
+            dets = nms(dets, params.nms_iou);
+            timings.postprocess_ms += ms_since(t);
+        }
+
+        if dets.is_empty() && params.retry_pad > 1.0 {
+            // Close-ups: SCRFD misses faces that fill the frame. Shrink them inside a black
+            // border and look again, on the smaller input (`retry_size`).
+            let pad_x = ((w as f32 * (params.retry_pad - 1.0)) / 2.0).round() as u32;
+            let pad_y = ((h as f32 * (params.retry_pad - 1.0)) / 2.0).round() as u32;
+            let canvas = Canvas {
+                x0: -i64::from(pad_x),
+                y0: -i64::from(pad_y),
+                width: w + 2 * pad_x,
+                height: h + 2 * pad_y,
+            };
+            dets = self.retry.detect_canvas(img, &canvas, params, timings)?;
+        }
+        sort_largest_first(&mut dets);
         Ok(dets)
     }
 }
