@@ -6,7 +6,7 @@ use tract_onnx::prelude::*;
 use super::align::ALIGNED_SIZE;
 use super::embedding::Embedding;
 use super::error::FaceError;
-use super::model::{optimise, output_shapes, output_slice, run, ModelFile, Plan};
+use super::model::{optimise, output_shapes, output_slice, run, Layout, ModelFile, Plan};
 use super::profile::{profile_plan, PlanProfile};
 
 const INPUT_MEAN: f32 = 127.5;
@@ -20,10 +20,15 @@ pub struct Embedder {
 
 impl Embedder {
     /// Optimises for batch 1: measured faster per face in tract than batching (see MODELS.md),
-    /// so faces run one by one and parallelism comes from concurrent requests.
+    /// so faces run one by one and parallelism comes from concurrent requests. Channel-last
+    /// inside the plan ([`Layout::channels_last`]).
     pub(crate) fn load(file: &ModelFile, dim: usize) -> Result<Embedder, FaceError> {
         let s = ALIGNED_SIZE as usize;
-        let plan = optimise(file, &[1, 3, s, s])?;
+        let layout = Layout {
+            transposed: false,
+            channels_last: true,
+        };
+        let plan = optimise(file, &[1, 3, s, s], layout)?;
         let shapes = output_shapes(&plan, &file.path)?;
         let produced: usize = shapes.first().map(|s| s.iter().product()).unwrap_or(0);
         if produced != dim {

@@ -46,7 +46,14 @@ impl Expansion for PreluExpansion {
                 "PRelu on {dt:?}: only f32 models are supported"
             );
         }
-        model.wire_node(name, Prelu, inputs)
+        // The slope gets the input's rank (ONNX's [C, 1, 1] becomes [1, C, 1, 1]), so an axis
+        // change applies to both alike (`change_axes`).
+        let rank = model.outlet_fact(inputs[0])?.rank();
+        let mut slope = inputs[1];
+        for k in model.outlet_fact(slope)?.rank()..rank {
+            slope = model.wire_node(format!("{name}.slope_axis_{k}"), AxisOp::Add(0), &[slope])?[0];
+        }
+        model.wire_node(name, Prelu, &[inputs[0], slope])
     }
 }
 
@@ -78,6 +85,29 @@ impl TypedOp for Prelu {
         Ok(tvec!(inputs[0].datum_type.fact(inputs[0].shape.clone())))
     }
 
+    /// Element-wise: an axis change of the input, the slope (same rank, see `wire`) or the
+    /// output is the same change of all three, so tract can run the convolutions around it
+    /// channel-last without a transposition on either side. Removing an axis needs it to be 1
+    /// in the slope too.
+    fn change_axes(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+        _io: InOut,
+        change: &AxisOp,
+    ) -> TractResult<Option<AxisChangeConsequence>> {
+        let (inputs, _) = model.node_facts(node.id)?;
+        if inputs[0].rank() != inputs[1].rank() {
+            return Ok(None);
+        }
+        if let AxisOp::Rm(axis) = change {
+            if !inputs.iter().all(|f| f.shape[*axis].is_one()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(AxisChangeConsequence::new(model, node, None, change)))
+    }
+
     as_op!();
 }
 
@@ -101,15 +131,29 @@ pub(crate) fn prelu_in_place(x: &mut Tensor, slope: &Tensor) -> TractResult<()> 
     let slope = slope.to_plain_array_view::<f32>()?;
     let s: Vec<f32> = slope.iter().copied().collect();
     let mut view = x.to_plain_array_view_mut::<f32>()?;
-    let channel_wise = rank >= 2
-        && slope_dims[1] == shape[1]
-        && slope_dims
-            .iter()
-            .enumerate()
-            .all(|(axis, &d)| axis == 1 || d == 1);
+    // The slope varies along one axis only: channels first (NCHW) or last (NHWC).
+    let only_along = |channel_axis: usize| {
+        slope_dims[channel_axis] == shape[channel_axis]
+            && slope_dims
+                .iter()
+                .enumerate()
+                .all(|(axis, &d)| axis == channel_axis || d == 1)
+    };
+    let channel_wise = rank >= 2 && only_along(1);
+    let channel_last = rank >= 2 && only_along(rank - 1);
     if s.len() == 1 {
         let a = s[0];
         view.iter_mut().for_each(|v| *v = prelu(*v, a));
+    } else if channel_last {
+        let data = view
+            .as_slice_mut()
+            .ok_or_else(|| format_err!("PRelu input is not contiguous"))?;
+        for pixel in data.chunks_exact_mut(s.len()) {
+            pixel
+                .iter_mut()
+                .zip(&s)
+                .for_each(|(v, &a)| *v = prelu(*v, a));
+        }
     } else if channel_wise {
         let channels = shape[1];
         let plane: usize = shape[2..].iter().product();
@@ -173,11 +217,20 @@ mod tests {
         prelu_in_place(&mut t, &tensor0(0.25f32)).unwrap();
         assert_eq!(flat(&t), reference(&x, |_| 0.25));
 
-        // A slope along the last axis: the general broadcasting path.
+        // A slope along the last axis: channels last.
         let slope_w: Vec<f32> = (0..5).map(|i| i as f32 / 10.0).collect();
         let mut t = Tensor::from_shape(&[2, 3, 4, 5], &x).unwrap();
         prelu_in_place(&mut t, &Tensor::from_shape(&[5], &slope_w).unwrap()).unwrap();
         assert_eq!(flat(&t), reference(&x, |i| slope_w[i % 5]));
+
+        // A slope along a middle axis: the general broadcasting path.
+        let slope_h = Tensor::from_shape(&[4, 1], &[0.1f32, 0.2, 0.3, 0.4]).unwrap();
+        let mut t = Tensor::from_shape(&[2, 3, 4, 5], &x).unwrap();
+        prelu_in_place(&mut t, &slope_h).unwrap();
+        assert_eq!(
+            flat(&t),
+            reference(&x, |i| [0.1, 0.2, 0.3, 0.4][(i / 5) % 4])
+        );
 
         let bad = Tensor::from_shape(&[7], &[1f32; 7]).unwrap();
         let mut t = Tensor::from_shape(&[2, 3, 4, 5], &x).unwrap();
