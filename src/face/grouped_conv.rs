@@ -1,13 +1,15 @@
-//! A direct grouped convolution for tract. tract lowers a grouped convolution that is not
-//! depthwise to one matrix product per group; ArcFace MobileFaceNet's second layer (3x3 over
-//! 128 channels at 56x56 in 64 groups of 2) becomes 64 products of 2 output rows each, which fill
-//! an eighth of the matrix kernel: 6.7-9 ms of the recogniser's 25-33 ms per face
-//! (`facepass bench --ops`). The same 7.2 M multiply-adds done as row-wise multiply-adds over
-//! each output plane take well under a millisecond.
+//! A direct grouped convolution for tract, for the two shapes tract lowers badly:
+//! - grouped but not depthwise: tract runs one matrix product per group; ArcFace
+//!   MobileFaceNet's second layer (3x3 over 128 channels at 56x56 in 64 groups of 2) becomes 64
+//!   products of 2 output rows each, which fill an eighth of the matrix kernel: 6.7-9 ms of the
+//!   recogniser's 25-33 ms per face (`facepass bench --ops`), well under a millisecond here;
+//! - depthwise with a stride, in an NCHW plan: tract's depthwise loop along a row is vectorised
+//!   only for stride 1. SCRFD's four 3x3 stride-2 depthwise layers took 2.1 ms (minimum of 30
+//!   runs; onnxruntime 0.23 ms).
 //!
 //! [`substitute`] swaps it in for every such convolution of a decluttered model: NCHW, f32,
-//! two spatial axes, constant kernel and bias, no dilation, 2 to 16 input channels per group.
-//! Everything else stays with tract.
+//! two spatial axes, constant kernel and bias, no dilation, 2 to 16 input channels per group,
+//! or 1 with a stride when asked. Everything else stays with tract.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -29,6 +31,8 @@ pub(crate) struct GroupedConv {
     pub strides: [usize; 2],
     pub pad_before: [usize; 2],
     pub pad_after: [usize; 2],
+    /// NCHW; else CHW (tract drops a batch axis of 1 where it can).
+    pub batch_axis: bool,
     /// OIHW: `[out_channels, in_channels / group, kh, kw]`.
     pub weights: Arc<Vec<f32>>,
     /// One per output channel.
@@ -38,6 +42,26 @@ pub(crate) struct GroupedConv {
 impl Eq for GroupedConv {}
 
 impl GroupedConv {
+    /// Batch, channels, height, width of an input shape.
+    fn nchw(&self, shape: &[usize]) -> TractResult<[usize; 4]> {
+        match (self.batch_axis, shape) {
+            (true, &[n, c, h, w]) => Ok([n, c, h, w]),
+            (false, &[c, h, w]) => Ok([1, c, h, w]),
+            _ => bail!(
+                "grouped convolution expects {}, got {shape:?}",
+                if self.batch_axis { "NCHW" } else { "CHW" }
+            ),
+        }
+    }
+
+    fn output_shape(&self, n: usize, [oh, ow]: [usize; 2]) -> TVec<usize> {
+        if self.batch_axis {
+            tvec![n, self.out_channels, oh, ow]
+        } else {
+            tvec![self.out_channels, oh, ow]
+        }
+    }
+
     fn output_hw(&self, h: usize, w: usize) -> TractResult<[usize; 2]> {
         let mut out = [0; 2];
         for (axis, size) in [h, w].into_iter().enumerate() {
@@ -80,22 +104,41 @@ impl GroupedConv {
                                 continue;
                             };
                             let row = &mut plane[y * ow + x_lo..y * ow + x_hi];
-                            let src_row = &src[iy * w + first_col..];
-                            if sx == 1 {
-                                for (acc, v) in row.iter_mut().zip(src_row) {
-                                    *acc += wv * v;
-                                }
-                            } else {
-                                for (acc, v) in row.iter_mut().zip(src_row.iter().step_by(sx)) {
-                                    *acc += wv * v;
-                                }
-                            }
+                            multiply_add(row, wv, &src[iy * w + first_col..], sx);
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// `acc[x] += weight * src[x * stride]`. Whole chunks of `stride` values for all but the last
+/// output, which the compiler turns into vector loads and shuffles (a strided iterator stays
+/// scalar).
+#[inline]
+fn multiply_add(acc: &mut [f32], weight: f32, src: &[f32], stride: usize) {
+    let Some((last, rest)) = acc.split_last_mut() else {
+        return;
+    };
+    match stride {
+        1 => {
+            for (a, v) in rest.iter_mut().zip(src) {
+                *a += weight * v;
+            }
+        }
+        2 => {
+            for (a, pair) in rest.iter_mut().zip(src.chunks_exact(2)) {
+                *a += weight * pair[0];
+            }
+        }
+        _ => {
+            for (a, v) in rest.iter_mut().zip(src.iter().step_by(stride)) {
+                *a += weight * v;
+            }
+        }
+    }
+    *last += weight * src[rest.len() * stride];
 }
 
 impl Op for GroupedConv {
@@ -124,9 +167,7 @@ impl EvalOp for GroupedConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let &[n, c, h, w] = input.shape() else {
-            bail!("grouped convolution expects NCHW, got {:?}", input.shape());
-        };
+        let [n, c, h, w] = self.nchw(input.shape())?;
         ensure!(
             c == self.in_channels,
             "grouped convolution expects {} channels, got {c}",
@@ -137,7 +178,7 @@ impl EvalOp for GroupedConv {
         let src = view
             .as_slice()
             .ok_or_else(|| format_err!("grouped convolution input is not contiguous"))?;
-        let mut output = Tensor::zero::<f32>(&[n, self.out_channels, oh, ow])?;
+        let mut output = Tensor::zero::<f32>(&self.output_shape(n, [oh, ow]))?;
         {
             let mut out_view = output.to_plain_array_view_mut::<f32>()?;
             let dst = out_view
@@ -165,25 +206,25 @@ impl TypedOp for GroupedConv {
             .shape
             .as_concrete()
             .ok_or_else(|| format_err!("grouped convolution needs a concrete input shape"))?;
-        let &[n, _, h, w] = shape else {
-            bail!("grouped convolution expects NCHW, got {shape:?}");
-        };
+        let [n, _, h, w] = self.nchw(shape)?;
         let [oh, ow] = self.output_hw(h, w)?;
-        Ok(tvec!(f32::fact([n, self.out_channels, oh, ow])))
+        Ok(tvec!(f32::fact(self.output_shape(n, [oh, ow]))))
     }
 
     as_op!();
 }
 
 /// Replaces every convolution of `model` that [`GroupedConv`] handles; returns how many.
-pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+/// `strided_depthwise` for a plan that stays NCHW: a channel-last plan (`model::Layout`) runs
+/// depthwise convolutions along the channels, strided or not.
+pub(crate) fn substitute(model: &mut TypedModel, strided_depthwise: bool) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = &model.nodes[id];
         let Some(conv) = node.op_as::<Conv>() else {
             continue;
         };
-        let Some(op) = grouped_conv_for(model, node, conv)? else {
+        let Some(op) = grouped_conv_for(model, node, conv, strided_depthwise)? else {
             continue;
         };
         let mut patch = TypedModelPatch::new("grouped-conv");
@@ -200,17 +241,18 @@ fn grouped_conv_for(
     model: &TypedModel,
     node: &TypedNode,
     conv: &Conv,
+    strided_depthwise: bool,
 ) -> TractResult<Option<GroupedConv>> {
     let spec = &conv.pool_spec;
     let (cin, cout, group) = (conv.input_channels(), conv.output_channels(), conv.group);
-    let grouped_not_depthwise = group > 1
-        && cin.is_multiple_of(group)
-        && cout.is_multiple_of(group)
-        && (2..=MAX_CHANNELS_PER_GROUP).contains(&(cin / group));
-    if !grouped_not_depthwise
+    let grouped = group > 1 && cin.is_multiple_of(group) && cout.is_multiple_of(group);
+    let grouped_not_depthwise = grouped && (2..=MAX_CHANNELS_PER_GROUP).contains(&(cin / group));
+    let depthwise_with_stride =
+        grouped && cin == group && cout == group && spec.strides().iter().any(|&s| s > 1);
+    if !(grouped_not_depthwise || strided_depthwise && depthwise_with_stride)
         || conv.q_params.is_some()
         || conv.kernel_fmt != KernelFormat::OIHW
-        || spec.data_format != DataFormat::NCHW
+        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
         || spec.rank() != 2
         || spec
             .dilations
@@ -221,8 +263,10 @@ fn grouped_conv_for(
         return Ok(None);
     }
     let input = model.outlet_fact(node.inputs[0])?;
-    let Some(&[_, _, h, w]) = input.shape.as_concrete() else {
-        return Ok(None);
+    let batch_axis = spec.data_format == DataFormat::NCHW;
+    let (h, w) = match (batch_axis, input.shape.as_concrete()) {
+        (true, Some(&[_, _, h, w])) | (false, Some(&[_, h, w])) => (h, w),
+        _ => return Ok(None),
     };
     if input.datum_type != f32::datum_type() {
         return Ok(None);
@@ -258,6 +302,7 @@ fn grouped_conv_for(
         strides: [strides[0], strides[1]],
         pad_before: [padding[0].pad_before, padding[1].pad_before],
         pad_after: [padding[0].pad_after, padding[1].pad_after],
+        batch_axis,
         weights: Arc::new(weights),
         bias: Arc::new(bias),
     }))
@@ -321,6 +366,7 @@ mod tests {
             strides,
             pad_before: [pads[0], pads[1]],
             pad_after: [pads[2], pads[3]],
+            batch_axis: true,
             weights: Arc::new(values(cout * cin / group * kernel[0] * kernel[1], 1)),
             bias: Arc::new(values(cout, 2)),
         }
@@ -335,6 +381,10 @@ mod tests {
             (op(3, 6, 9, [1, 3], [1, 2], [0, 2, 0, 1]), [1, 5, 8]),
             (op(2, 4, 4, [5, 5], [1, 1], [0, 0, 0, 0]), [1, 6, 6]),
             (op(2, 4, 2, [3, 3], [3, 1], [2, 0, 0, 2]), [1, 8, 4]),
+            // Depthwise with a stride (SCRFD's downsampling layers), odd and even widths.
+            (op(8, 8, 8, [3, 3], [2, 2], [1, 1, 1, 1]), [1, 9, 11]),
+            (op(4, 4, 4, [3, 3], [2, 2], [1, 1, 1, 1]), [2, 8, 12]),
+            (op(4, 4, 4, [3, 3], [2, 3], [1, 1, 0, 2]), [1, 10, 13]),
         ];
         for (op, [n, h, w]) in cases {
             let input = values(n * op.in_channels * h * w, 3);
@@ -353,34 +403,45 @@ mod tests {
         }
     }
 
-    #[test]
-    fn replaces_only_grouped_convolutions_and_keeps_the_results() {
-        // Through tract itself: the same ONNX-like graph with tract's convolution and with ours.
+    /// Three convolutions in a row: grouped, depthwise, depthwise with stride 2.
+    fn three_convs(format: DataFormat) -> (TypedModel, TVec<usize>) {
+        let shape: TVec<usize> = match format {
+            DataFormat::NCHW => tvec![1, 8, 12, 10],
+            _ => tvec![8, 12, 10],
+        };
         let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact([1, 8, 12, 10])).unwrap();
-        let conv = |group: usize, cin: usize| conv(cin, 8, group, [3, 3], 1, 1, DataFormat::NCHW);
-        let k1 = konst(&mut model, "k1", &[8, 2, 3, 3], 4);
-        let b1 = konst(&mut model, "b1", &[8], 5);
-        let y = model
-            .wire_node("grouped", conv(4, 8), &[x, k1, b1])
-            .unwrap()[0];
-        let k2 = konst(&mut model, "k2", &[8, 1, 3, 3], 6);
-        let b2 = konst(&mut model, "b2", &[8], 7);
-        let z = model
-            .wire_node("depthwise", conv(8, 8), &[y, k2, b2])
-            .unwrap()[0];
-        model.select_output_outlets(&[z]).unwrap();
+        let x = model.add_source("x", f32::fact(&shape)).unwrap();
+        let mut wire = x;
+        for (i, (group, cin, stride)) in [(4, 8, 1), (8, 8, 1), (8, 8, 2)].into_iter().enumerate() {
+            let k = konst(&mut model, &format!("k{i}"), &[8, cin / group, 3, 3], 4 + i);
+            let b = konst(&mut model, &format!("b{i}"), &[8], 10 + i);
+            let op = conv(cin, 8, group, [3, 3], stride, 1, format);
+            wire = model
+                .wire_node(format!("conv{i}"), op, &[wire, k, b])
+                .unwrap()[0];
+        }
+        model.select_output_outlets(&[wire]).unwrap();
+        (model, shape)
+    }
 
-        let input = tvec!(tensor(&[1, 8, 12, 10], 8).into_tvalue());
-        let want = run(model.clone(), input.clone()).remove(0);
-        let mut ours = model;
-        assert_eq!(
-            substitute(&mut ours).unwrap(),
-            1,
-            "only the grouped one is replaced"
-        );
-        assert!(ours.nodes.iter().any(|n| n.op_is::<GroupedConv>()));
-        let got = run(ours, input).remove(0);
-        want.close_enough(&got, true).unwrap();
+    #[test]
+    fn replaces_only_grouped_and_asked_for_strided_depthwise_convolutions() {
+        // Through tract itself: the same ONNX-like graph with tract's convolutions and with
+        // ours, with a batch axis and without (tract drops a batch axis of 1 where it can).
+        for format in [DataFormat::NCHW, DataFormat::CHW] {
+            let (model, shape) = three_convs(format);
+            let input = tvec!(tensor(&shape, 8).into_tvalue());
+            let want = run(model.clone(), input.clone()).remove(0);
+            for (strided_depthwise, replaced) in [(false, 1), (true, 2)] {
+                let mut ours = model.clone();
+                assert_eq!(
+                    substitute(&mut ours, strided_depthwise).unwrap(),
+                    replaced,
+                    "{format:?}: the grouped one, and the strided depthwise one if asked"
+                );
+                let got = run(ours, input.clone()).remove(0);
+                want.close_enough(&got, true).unwrap();
+            }
+        }
     }
 }

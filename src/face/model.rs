@@ -97,7 +97,7 @@ pub(crate) fn optimise(
     if layout.transposed {
         transpose::transpose_kernels(&mut typed).map_err(load_err)?;
     }
-    grouped_conv::substitute(&mut typed).map_err(load_err)?;
+    grouped_conv::substitute(&mut typed, !layout.channels_last).map_err(load_err)?;
     sibling_convs::merge(&mut typed).map_err(load_err)?;
     nearest_upsample::substitute(&mut typed).map_err(load_err)?;
     if layout.channels_last {
