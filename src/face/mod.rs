@@ -19,6 +19,7 @@ mod grouped_conv;
 pub mod letterbox;
 mod model;
 mod nearest_upsample;
+mod pointwise_conv;
 mod prelu;
 pub mod profile;
 pub mod quality;

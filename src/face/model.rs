@@ -8,7 +8,7 @@ use tract_onnx::prelude::*;
 
 use super::error::FaceError;
 use super::prelu::PreluExpansion;
-use super::{grouped_conv, nearest_upsample, sibling_convs, transpose};
+use super::{grouped_conv, nearest_upsample, pointwise_conv, sibling_convs, transpose};
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
 /// `SimpleState` created by `run`).
@@ -102,6 +102,8 @@ pub(crate) fn optimise(
     nearest_upsample::substitute(&mut typed).map_err(load_err)?;
     if layout.channels_last {
         channels_last(&mut typed).map_err(load_err)?;
+    } else {
+        pointwise_conv::substitute(&mut typed).map_err(load_err)?;
     }
     typed
         .into_optimized()
