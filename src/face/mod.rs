@@ -8,6 +8,7 @@
 
 pub mod align;
 pub mod bench;
+mod channel_last_depthwise;
 pub mod decode;
 pub mod detector;
 pub mod embedder;

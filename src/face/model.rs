@@ -8,7 +8,10 @@ use tract_onnx::prelude::*;
 
 use super::error::FaceError;
 use super::prelu::PreluExpansion;
-use super::{grouped_conv, nearest_upsample, pointwise_conv, sibling_convs, transpose};
+use super::{
+    channel_last_depthwise, grouped_conv, nearest_upsample, pointwise_conv, sibling_convs,
+    transpose,
+};
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
 /// `SimpleState` created by `run`).
@@ -104,6 +107,7 @@ pub(crate) fn optimise(
         channels_last(&mut typed).map_err(load_err)?;
     } else {
         pointwise_conv::substitute(&mut typed).map_err(load_err)?;
+        channel_last_depthwise::substitute(&mut typed).map_err(load_err)?;
     }
     typed
         .into_optimized()
