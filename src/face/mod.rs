@@ -7,9 +7,11 @@
 //! `runtime::FaceRuntime` runs it off the async executor with a bounded queue.
 
 pub mod align;
+mod avx512;
 pub mod bench;
 mod channel_last_depthwise;
 pub mod decode;
+mod depthwise3x3;
 pub mod detector;
 pub mod embedder;
 pub mod embedding;

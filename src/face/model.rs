@@ -9,8 +9,8 @@ use tract_onnx::prelude::*;
 use super::error::FaceError;
 use super::prelu::PreluExpansion;
 use super::{
-    channel_last_depthwise, grouped_conv, nearest_upsample, pointwise_conv, sibling_convs,
-    transpose,
+    avx512, channel_last_depthwise, depthwise3x3, grouped_conv, nearest_upsample, pointwise_conv,
+    sibling_convs, transpose,
 };
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
@@ -100,14 +100,18 @@ pub(crate) fn optimise(
     if layout.transposed {
         transpose::transpose_kernels(&mut typed).map_err(load_err)?;
     }
-    grouped_conv::substitute(&mut typed, !layout.channels_last).map_err(load_err)?;
+    // Strided depthwise convolutions of an NCHW plan go to `depthwise3x3` where it runs.
+    let strided_depthwise = !layout.channels_last && !avx512::available();
+    grouped_conv::substitute(&mut typed, strided_depthwise).map_err(load_err)?;
     sibling_convs::merge(&mut typed).map_err(load_err)?;
     nearest_upsample::substitute(&mut typed).map_err(load_err)?;
     if layout.channels_last {
         channels_last(&mut typed).map_err(load_err)?;
     } else {
         pointwise_conv::substitute(&mut typed).map_err(load_err)?;
+        // The widest depthwise layers run channel-last (faster there), the rest as ours.
         channel_last_depthwise::substitute(&mut typed).map_err(load_err)?;
+        depthwise3x3::substitute(&mut typed).map_err(load_err)?;
     }
     typed
         .into_optimized()

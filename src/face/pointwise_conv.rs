@@ -19,6 +19,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
+use super::avx512::available;
+
 /// Beyond this tract's matrix product is faster (measured on SCRFD: 48 -> 80 gained 0.7-1.3 ms,
 /// 160 lost 0.8 ms).
 pub(crate) const MAX_IN_CHANNELS: usize = 80;
@@ -108,19 +110,6 @@ impl PointwiseConv {
 
 /// Pixels per block: two 16-lane registers per output channel.
 const PIXELS: usize = 32;
-
-/// Whether [`PointwiseConv`] has its fast kernel here; without it tract's own is faster, and
-/// [`substitute`] leaves the model alone.
-fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// Output channels `o..o + ROWS` for pixels `p0..p0 + PIXELS`: 16 accumulators in registers,
 /// each input value loaded once and multiplied by [`ROWS`] weights.
@@ -317,7 +306,7 @@ fn pointwise_conv_at(model: &TypedModel, id: usize) -> TractResult<Option<(Point
 
 /// The binary op `name` that is the only reader of `id`'s output, not a model output, and whose
 /// other operand is a constant of a rank no higher: that node and the constant.
-fn only_reader_with_constant(
+pub(crate) fn only_reader_with_constant(
     model: &TypedModel,
     id: usize,
     name: &str,
