@@ -13,12 +13,14 @@ use super::error::FaceError;
 use super::model::Plan;
 
 /// Time spent in one kind of operator (tract's op name, e.g. `Conv`, `DepthWise`, `OptMatMul`),
-/// summed over its nodes, median over runs.
+/// summed over its nodes, median over runs; `min_ms` sums each node's fastest run, the figure to
+/// compare operator changes by on a machine whose timings swing.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpTime {
     pub op: String,
     pub nodes: usize,
     pub ms: f64,
+    pub min_ms: f64,
     pub share: f64,
 }
 
@@ -28,6 +30,7 @@ pub struct NodeTime {
     pub node: String,
     pub op: String,
     pub ms: f64,
+    pub min_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +39,8 @@ pub struct PlanProfile {
     pub runs: usize,
     /// Median over runs of the sum of all node times.
     pub total_ms: f64,
+    /// The fastest run's sum.
+    pub total_min_ms: f64,
     pub by_op: Vec<OpTime>,
     pub slowest_nodes: Vec<NodeTime>,
 }
@@ -91,28 +96,32 @@ pub(crate) fn profile_plan(
         totals.push(total);
     }
 
+    let total_min_ms = fastest(&totals);
     let total_ms = median(totals);
     let mut nodes: Vec<NodeTime> = per_node
         .into_values()
         .map(|(node, op, times)| NodeTime {
             node,
             op,
+            min_ms: fastest(&times),
             ms: median(times),
         })
         .collect();
-    let mut by_op: HashMap<String, (usize, f64)> = HashMap::new();
+    let mut by_op: HashMap<String, (usize, f64, f64)> = HashMap::new();
     for n in &nodes {
         let e = by_op.entry(n.op.clone()).or_default();
         e.0 += 1;
         e.1 += n.ms;
+        e.2 += n.min_ms;
     }
     let op_sum: f64 = by_op.values().map(|v| v.1).sum();
     let mut by_op: Vec<OpTime> = by_op
         .into_iter()
-        .map(|(op, (count, ms))| OpTime {
+        .map(|(op, (count, ms, min_ms))| OpTime {
             op,
             nodes: count,
             ms,
+            min_ms,
             share: if op_sum > 0.0 { ms / op_sum } else { 0.0 },
         })
         .collect();
@@ -123,7 +132,12 @@ pub(crate) fn profile_plan(
         input_shape: input_shape.to_vec(),
         runs,
         total_ms,
+        total_min_ms,
         by_op,
         slowest_nodes: nodes,
     })
+}
+
+fn fastest(times: &[f64]) -> f64 {
+    times.iter().copied().fold(f64::INFINITY, f64::min)
 }
