@@ -209,26 +209,17 @@ impl Shapes {
             let buf = view
                 .as_slice_mut()
                 .ok_or_else(|| FaceError::Internal("fresh tensor is not contiguous".into()))?;
-            if shaped.transposed {
-                // The photo upright into h x w (rows x columns swapped), then each plane
-                // transposed into the input.
-                let mut upright = vec![0.0f32; buf.len()];
-                let placement = fill_input(
-                    img,
-                    canvas,
-                    self.size,
-                    [h, w],
-                    INPUT_MEAN,
-                    INPUT_STD,
-                    &mut upright,
-                );
-                for (src, dst) in upright.chunks_exact(h * w).zip(buf.chunks_exact_mut(h * w)) {
-                    transpose_plane(src, w, h, dst);
-                }
-                placement
-            } else {
-                fill_input(img, canvas, self.size, [w, h], INPUT_MEAN, INPUT_STD, buf)
-            }
+            // A transposed plan takes the photo transposed: upright it would be h wide, w high.
+            let upright = if shaped.transposed { [h, w] } else { [w, h] };
+            fill_input(
+                img,
+                canvas,
+                self.size,
+                upright,
+                shaped.transposed,
+                [INPUT_MEAN, INPUT_STD],
+                buf,
+            )
         };
         timings.preprocess_ms += ms_since(t);
 
@@ -391,21 +382,6 @@ fn decode_head(
     Ok(())
 }
 
-/// `dst[x][y] = src[y][x]` for a `rows` x `columns` plane `src`; `dst` is `columns` x `rows`.
-fn transpose_plane(src: &[f32], rows: usize, columns: usize, dst: &mut [f32]) {
-    // Blocks of 32 x 32 keep both sides' cache lines in use.
-    const BLOCK: usize = 32;
-    for y0 in (0..rows).step_by(BLOCK) {
-        for x0 in (0..columns).step_by(BLOCK) {
-            for y in y0..(y0 + BLOCK).min(rows) {
-                for x in x0..(x0 + BLOCK).min(columns) {
-                    dst[x * rows + y] = src[y * columns + x];
-                }
-            }
-        }
-    }
-}
-
 fn find_heads(shapes: &[Vec<usize>], width: usize, height: usize) -> Result<Vec<Head>, String> {
     let described = || format!("{shapes:?}");
     let mut heads = Vec::new();
@@ -476,18 +452,5 @@ mod tests {
             (1, 4, 8)
         );
         assert!(find_heads(&shapes[..8], 640, 640).is_err());
-    }
-
-    #[test]
-    fn planes_transpose_across_block_edges() {
-        let (rows, columns) = (37, 70);
-        let src: Vec<f32> = (0..rows * columns).map(|i| i as f32).collect();
-        let mut dst = vec![f32::NAN; rows * columns];
-        transpose_plane(&src, rows, columns, &mut dst);
-        for y in 0..rows {
-            for x in 0..columns {
-                assert_eq!(dst[x * rows + y], src[y * columns + x], "({y}, {x})");
-            }
-        }
     }
 }

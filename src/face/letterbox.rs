@@ -137,7 +137,11 @@ fn horizontal(row: Option<&[u8]>, xs: &[RowTap], out: &mut [i32]) {
 
 /// Writes the canvas, resized so that its longer side is `size`, into `out` (3 x height x width
 /// for `input = [width, height]`, NCHW without the batch axis, each at least the resized
-/// canvas), normalised as `(v - mean) / std`, padding with the normalised value of black.
+/// canvas), normalised as `(v - mean) / std` for `[mean, std]`, padding with the normalised
+/// value of black.
+/// With `transposed` each plane is written transposed (width x height: row `v`, column `u` at
+/// `u * height + v`), as a detector plan with transposed kernels takes it, without an upright
+/// copy first.
 ///
 /// Integer arithmetic as in cv2's SIMD path for 8-bit images (`VResizeLinearVec_32s8u`):
 /// measured identical to `cv2.resize` on all but ~0.1% of pixels, which differ by one level.
@@ -146,8 +150,8 @@ pub fn fill_input(
     canvas: &Canvas,
     size: usize,
     [width, height]: [usize; 2],
-    mean: f32,
-    std: f32,
+    transposed: bool,
+    [mean, std]: [f32; 2],
     out: &mut [f32],
 ) -> Placement {
     let plane = width * height;
@@ -157,13 +161,21 @@ pub fn fill_input(
     let inv_std = 1.0 / std;
     // Lookup from 8-bit value to normalised input, so the inner loop has no float math.
     let lut: Vec<f32> = (0..256).map(|v| (v as f32 - mean) * inv_std).collect();
-    // Black beyond the resized canvas: right of it on its rows, then every row below it.
+    // Black beyond the resized canvas: right of it on its rows, then every row below it
+    // (transposed: below it in its columns, then every column right of it).
+    let (lines, line, used, line_len) = if transposed {
+        (p.new_width, height, p.new_height, p.new_width * height)
+    } else {
+        (p.new_height, width, p.new_width, p.new_height * width)
+    };
     for plane_out in out.chunks_exact_mut(plane) {
-        for row in plane_out[..p.new_height * width].chunks_exact_mut(width) {
-            row[p.new_width..].fill(lut[0]);
+        for l in plane_out[..lines * line].chunks_exact_mut(line) {
+            l[used..].fill(lut[0]);
         }
-        plane_out[p.new_height * width..].fill(lut[0]);
+        plane_out[line_len..].fill(lut[0]);
     }
+    // Where row v, column u goes.
+    let (row_step, column_step) = if transposed { (1, height) } else { (width, 1) };
 
     let xs = row_taps(&taps(p.new_width, canvas.width, canvas.x0, img.width()));
     let ys = taps(p.new_height, canvas.height, canvas.y0, img.height());
@@ -192,15 +204,16 @@ pub fn fill_input(
             cached[1] = Some(ty.i1);
         }
         let (b0, b1) = (ty.w0, ty.w1);
-        let base = v * width;
+        let base = v * row_step;
         for (u, (s0, s1)) in h0.chunks_exact(3).zip(h1.chunks_exact(3)).enumerate() {
             let val = |c: usize| {
                 let v = (((b0 * (s0[c] >> 4)) >> 16) + ((b1 * (s1[c] >> 4)) >> 16) + 2) >> 2;
                 lut[v.clamp(0, 255) as usize]
             };
-            r_plane[base + u] = val(0);
-            g_plane[base + u] = val(1);
-            b_plane[base + u] = val(2);
+            let at = base + u * column_step;
+            r_plane[at] = val(0);
+            g_plane[at] = val(1);
+            b_plane[at] = val(2);
         }
     }
     p
@@ -244,8 +257,8 @@ mod tests {
             &Canvas::whole(&img),
             4,
             [4, 4],
-            0.0,
-            1.0,
+            false,
+            [0.0, 1.0],
             &mut out[..48],
         );
         assert_eq!((p.new_width, p.new_height), (4, 4));
@@ -259,7 +272,7 @@ mod tests {
             width: 8,
             height: 8,
         };
-        fill_input(&img, &canvas, 8, [8, 8], 0.0, 1.0, &mut out);
+        fill_input(&img, &canvas, 8, [8, 8], false, [0.0, 1.0], &mut out);
         assert_eq!(out[0], 0.0);
         assert_eq!(out[128 + 2 * 8 + 2], 7.0); // b at canvas (2,2) = photo (0,0)
         assert_eq!(out[128 + 8 + 1], 0.0); // b at canvas (1,1), outside the photo
@@ -297,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn resize_equals_the_fixed_point_definition_inside_and_past_the_photo() {
+    fn resize_equals_the_fixed_point_definition_inside_and_past_the_photo_upright_or_transposed() {
         let mut img = RgbImage::new(97, 61);
         for (x, y, p) in img.enumerate_pixels_mut() {
             let v = (x * 7919 + y * 104_729) % 256;
@@ -323,11 +336,27 @@ mod tests {
                 // The square input, and a rectangle just larger than the resized canvas.
                 let p = placement(&canvas, size);
                 for dims in [[size, size], [p.new_width + 3, p.new_height + 1]] {
-                    let mut got = vec![f32::NAN; 3 * dims[0] * dims[1]];
-                    let mut want = vec![0.0; 3 * dims[0] * dims[1]];
-                    fill_input(&img, &canvas, size, dims, 0.0, 1.0, &mut got);
+                    let [w, h] = dims;
+                    let mut got = vec![f32::NAN; 3 * w * h];
+                    let mut want = vec![0.0; 3 * w * h];
+                    fill_input(&img, &canvas, size, dims, false, [0.0, 1.0], &mut got);
                     naive(&img, &canvas, size, dims, &mut want);
                     assert_eq!(got, want, "{canvas:?} at {size} into {dims:?}");
+
+                    // Transposed: every plane is the upright one transposed.
+                    let mut transposed = vec![f32::NAN; 3 * w * h];
+                    fill_input(&img, &canvas, size, dims, true, [0.0, 1.0], &mut transposed);
+                    for c in 0..3 {
+                        for v in 0..h {
+                            for u in 0..w {
+                                assert_eq!(
+                                    transposed[c * w * h + u * h + v],
+                                    want[c * w * h + v * w + u],
+                                    "{canvas:?} at {size} into {dims:?}, transposed ({c}, {v}, {u})"
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
