@@ -78,7 +78,7 @@ pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::graph_testing::{conv, konst, run, tensor};
+    use super::super::graph_testing::{conv, konst, run, run_counting_moves, tensor};
     use super::*;
 
     /// depthwise 3x3 -> 1x1 -> depthwise 3x3 / 2, CHW as tract declutters SCRFD's layers.
@@ -121,18 +121,8 @@ mod tests {
         let want = run(model.clone(), input.clone()).remove(0);
         let mut ours = model;
         assert_eq!(substitute(&mut ours).unwrap(), 2);
-        let plan = ours
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .unwrap();
-        let moves = plan
-            .model()
-            .nodes()
-            .iter()
-            .filter(|n| n.op.name() == "MoveAxis")
-            .count();
-        assert!(moves <= 2, "{moves} moves left:\n{}", plan.model());
-        let got = plan.run(input).unwrap().remove(0);
-        want.close_enough(&got, true).unwrap();
+        let (mut got, moves) = run_counting_moves(ours, input);
+        assert!(moves <= 2, "{moves} moves left");
+        want.close_enough(&got.remove(0), true).unwrap();
     }
 }

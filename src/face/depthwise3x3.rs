@@ -18,7 +18,7 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::avx512::available;
-use super::pointwise_conv::only_reader_with_constant;
+use super::rewrite::{constant_kernel_and_bias, map_f32, relu_after};
 
 /// `out[c, y, x] = bias[c] + sum over (dy, dx) of weights[c, dy, dx] *
 /// input[c, y * stride + dy - 1, x * stride + dx - 1]`, zero outside the input; then
@@ -93,18 +93,9 @@ impl EvalOp for Depthwise3x3 {
         let input = args_1!(inputs);
         let [h, w] = self.input_hw(input.shape())?;
         let [oh, ow] = self.output_hw([h, w])?;
-        let view = input.to_plain_array_view::<f32>()?;
-        let src = view
-            .as_slice()
-            .ok_or_else(|| format_err!("depthwise convolution input is not contiguous"))?;
-        ensure!(src.len() == self.channels * h * w);
-        // Safety: every value is written below (each plane, row and column block).
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape([oh, ow]))? };
-        {
-            let mut out_view = output.to_plain_array_view_mut::<f32>()?;
-            let dst = out_view
-                .as_slice_mut()
-                .ok_or_else(|| format_err!("fresh tensor is not contiguous"))?;
+        // Every value is written below (each plane, row and column block).
+        let output = map_f32(&input, &self.output_shape([oh, ow]), |src, dst| {
+            ensure!(src.len() == self.channels * h * w);
             ensure!(available(), "depthwise convolution needs AVX-512");
             let columns = ColumnBlocks::new(w, ow, self.stride);
             #[cfg(target_arch = "x86_64")]
@@ -117,8 +108,9 @@ impl EvalOp for Depthwise3x3 {
                 // oh x ow, as the kernel requires.
                 unsafe { plane_avx512(self, c, plane, [h, w], out, [oh, ow], &columns) };
             }
-        }
-        Ok(tvec!(output.into_tvalue()))
+            Ok(())
+        })?;
+        Ok(tvec!(output))
     }
 }
 
@@ -321,13 +313,9 @@ pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
         let Some(mut op) = depthwise_for(model, node, conv)? else {
             continue;
         };
-        let mut last = id;
-        if let Some((max, other)) = only_reader_with_constant(model, id, "Max")? {
-            if other.len() == 1 && other.cast_to_scalar::<f32>().is_ok_and(|v| v == 0.0) {
-                op.relu = true;
-                last = max;
-            }
-        }
+        let relu = relu_after(model, id)?;
+        op.relu = relu.is_some();
+        let last = relu.unwrap_or(id);
         let mut patch = TypedModelPatch::new("depthwise-3x3");
         let input = patch.tap_model(model, node.inputs[0])?;
         let wire = patch.wire_node(&node.name, op, &[input])?[0];
@@ -377,25 +365,10 @@ fn depthwise_for(
     if padding.iter().any(|p| p.pad_before != 1 || p.pad_after > 2) {
         return Ok(None);
     }
-    let (Some(kernel), Some(bias)) = (
-        model.outlet_fact(node.inputs[1])?.konst.clone(),
-        model.outlet_fact(node.inputs[2])?.konst.clone(),
-    ) else {
+    let Some((weights, bias)) =
+        constant_kernel_and_bias(model, node, &[channels, 1, 3, 3], channels)?
+    else {
         return Ok(None);
-    };
-    if kernel.shape() != [channels, 1, 3, 3] || kernel.datum_type() != f32::datum_type() {
-        return Ok(None);
-    }
-    let weights: Vec<f32> = kernel
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect();
-    let bias: Vec<f32> = match bias.len() {
-        0 => vec![0.0; channels],
-        1 => vec![bias.cast_to_scalar::<f32>()?; channels],
-        n if n == channels => bias.to_plain_array_view::<f32>()?.iter().copied().collect(),
-        _ => return Ok(None),
     };
     Ok(Some(Depthwise3x3 {
         channels,

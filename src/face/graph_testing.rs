@@ -1,6 +1,6 @@
-//! Test helpers for the tract graph rewrites (`grouped_conv`, `sibling_convs`, `transpose`):
-//! deterministic values, convolutions and constants, and a model optimised and run as
-//! `model::optimise` would.
+//! Test helpers for the tract graph rewrites (`grouped_conv`, `sibling_convs`, `transpose`,
+//! `depthwise3x3`, `pointwise_conv`, the channel-last ones): deterministic values, convolutions and
+//! constants, and a model optimised and run as `model::optimise` would.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
@@ -59,4 +59,20 @@ pub(crate) fn run(model: TypedModel, inputs: TVec<TValue>) -> TVec<TValue> {
         .and_then(|m| m.into_runnable())
         .expect("model optimises");
     plan.run(inputs).expect("model runs")
+}
+
+/// Optimises `model`, runs it on `inputs`, and counts the axis moves left in the plan, which
+/// the channel-last rewrites must keep to the ends of a chain.
+pub(crate) fn run_counting_moves(model: TypedModel, inputs: TVec<TValue>) -> (TVec<TValue>, usize) {
+    let plan = model
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .expect("model optimises");
+    let moves = plan
+        .model()
+        .nodes()
+        .iter()
+        .filter(|n| n.op.name() == "MoveAxis")
+        .count();
+    (plan.run(inputs).expect("model runs"), moves)
 }

@@ -16,6 +16,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::rewrite::{constant_kernel_and_bias, map_f32};
+
 /// Largest input-channels-per-group handled here; beyond it the matrix product fills well.
 const MAX_CHANNELS_PER_GROUP: usize = 16;
 
@@ -174,16 +176,8 @@ impl EvalOp for GroupedConv {
             self.in_channels
         );
         let [oh, ow] = self.output_hw(h, w)?;
-        let view = input.to_plain_array_view::<f32>()?;
-        let src = view
-            .as_slice()
-            .ok_or_else(|| format_err!("grouped convolution input is not contiguous"))?;
-        let mut output = Tensor::zero::<f32>(&self.output_shape(n, [oh, ow]))?;
-        {
-            let mut out_view = output.to_plain_array_view_mut::<f32>()?;
-            let dst = out_view
-                .as_slice_mut()
-                .ok_or_else(|| format_err!("fresh tensor is not contiguous"))?;
+        // `run_image` starts every output plane from its bias: every value is written.
+        let output = map_f32(&input, &self.output_shape(n, [oh, ow]), |src, dst| {
             let in_image = c * h * w;
             let out_image = self.out_channels * oh * ow;
             for b in 0..n {
@@ -195,8 +189,9 @@ impl EvalOp for GroupedConv {
                     [oh, ow],
                 );
             }
-        }
-        Ok(tvec!(output.into_tvalue()))
+            Ok(())
+        })?;
+        Ok(tvec!(output))
     }
 }
 
@@ -271,29 +266,13 @@ fn grouped_conv_for(
     if input.datum_type != f32::datum_type() {
         return Ok(None);
     }
-    let (Some(kernel), Some(bias)) = (
-        model.outlet_fact(node.inputs[1])?.konst.clone(),
-        model.outlet_fact(node.inputs[2])?.konst.clone(),
-    ) else {
+    let [kh, kw] = [spec.kernel_shape[0], spec.kernel_shape[1]];
+    let kernel_shape = [cout, cin / group, kh, kw];
+    let Some((weights, bias)) = constant_kernel_and_bias(model, node, &kernel_shape, cout)? else {
         return Ok(None);
     };
-    let [kh, kw] = [spec.kernel_shape[0], spec.kernel_shape[1]];
-    if kernel.shape() != [cout, cin / group, kh, kw] || kernel.datum_type() != f32::datum_type() {
-        return Ok(None);
-    }
     let padding = spec.computed_padding(&[h, w]);
     let strides = spec.strides();
-    let weights: Vec<f32> = kernel
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect();
-    let bias: Vec<f32> = match bias.len() {
-        0 => vec![0.0; cout],
-        1 => vec![bias.cast_to_scalar::<f32>()?; cout],
-        n if n == cout => bias.to_plain_array_view::<f32>()?.iter().copied().collect(),
-        _ => return Ok(None),
-    };
     Ok(Some(GroupedConv {
         group,
         in_channels: cin,

@@ -26,6 +26,7 @@ mod pointwise_conv;
 mod prelu;
 pub mod profile;
 pub mod quality;
+mod rewrite;
 pub mod runtime;
 mod sibling_convs;
 pub mod tiling;

@@ -173,7 +173,9 @@ pub(crate) fn output_slice(value: &TValue) -> Result<&[f32], FaceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::face::graph_testing::{conv, konst, run as optimise_and_run, tensor};
+    use crate::face::graph_testing::{
+        conv, konst, run as optimise_and_run, run_counting_moves, tensor,
+    };
     use crate::face::prelu::Prelu;
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -227,19 +229,9 @@ mod tests {
 
         let mut model = recogniser_block();
         channels_last(&mut model).expect("conv_nhwc");
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .expect("optimises");
-        let moves = plan
-            .model()
-            .nodes()
-            .iter()
-            .filter(|n| n.op.name() == "MoveAxis")
-            .count();
+        let (nhwc, moves) = run_counting_moves(model, tvec![input.into()]);
         // One move in, one out: PRelu lets the moves between the depthwise convolutions cancel.
-        assert!(moves <= 2, "{moves} axis moves left:\n{}", plan.model());
-        let nhwc = plan.run(tvec![input.into()]).expect("runs");
+        assert!(moves <= 2, "{moves} axis moves left");
 
         assert_eq!(nhwc[0].shape(), nchw[0].shape());
         let (a, b) = (

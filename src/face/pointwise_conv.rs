@@ -16,10 +16,10 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use super::avx512::available;
+use super::rewrite::{map_f32, only_reader_with_constant, relu_after};
 
 /// Beyond this tract's matrix product is faster (measured on SCRFD: 48 -> 80 gained 0.7-1.3 ms,
 /// 160 lost 0.8 ms).
@@ -188,20 +188,11 @@ impl EvalOp for PointwiseConv {
         let input = args_1!(inputs);
         let spatial = self.spatial(input.shape())?;
         let pixels = spatial.iter().product();
-        let view = input.to_plain_array_view::<f32>()?;
-        let src = view
-            .as_slice()
-            .ok_or_else(|| format_err!("1x1 convolution input is not contiguous"))?;
-        // Safety: `run` writes every value of the output.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape(&spatial))? };
-        {
-            let mut out_view = output.to_plain_array_view_mut::<f32>()?;
-            let dst = out_view
-                .as_slice_mut()
-                .ok_or_else(|| format_err!("fresh tensor is not contiguous"))?;
-            self.run(src, dst, pixels)?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        // `run` writes every value.
+        let output = map_f32(&input, &self.output_shape(&spatial), |src, dst| {
+            self.run(src, dst, pixels)
+        })?;
+        Ok(tvec!(output))
     }
 }
 
@@ -294,53 +285,19 @@ fn pointwise_conv_at(model: &TypedModel, id: usize) -> TractResult<Option<(Point
             last = add;
         }
     }
-    let mut relu = false;
-    if let Some((max, other)) = only_reader_with_constant(model, last, "Max")? {
-        if other.len() == 1 && other.cast_to_scalar::<f32>().is_ok_and(|v| v == 0.0) {
-            relu = true;
-            last = max;
-        }
+    let relu = relu_after(model, last)?;
+    if let Some(max) = relu {
+        last = max;
     }
     let op = PointwiseConv {
         in_channels: cin,
         out_channels: cout,
         weights: Arc::new(weights),
         bias: Arc::new(bias),
-        relu,
+        relu: relu.is_some(),
         batch_axis,
     };
     Ok(Some((op, last)))
-}
-
-/// The binary op `name` that is the only reader of `id`'s output, not a model output, and whose
-/// other operand is a constant of a rank no higher: that node and the constant.
-pub(crate) fn only_reader_with_constant(
-    model: &TypedModel,
-    id: usize,
-    name: &str,
-) -> TractResult<Option<(usize, Arc<Tensor>)>> {
-    if model.output_outlets()?.contains(&id.into()) {
-        return Ok(None);
-    }
-    let &[reader] = model.outlet_successors(id.into()) else {
-        return Ok(None);
-    };
-    let next = model.node(reader.node);
-    let is_op = next
-        .op_as::<TypedBinOp>()
-        .is_some_and(|bin| bin.0.name() == name);
-    if !is_op || next.inputs.len() != 2 {
-        return Ok(None);
-    }
-    let other = model.outlet_fact(next.inputs[1 - reader.slot])?;
-    let ours = model.outlet_fact(id.into())?;
-    let Some(konst) = other.konst.clone() else {
-        return Ok(None);
-    };
-    if konst.rank() > ours.rank() || model.outlet_fact(next.id.into())?.shape != ours.shape {
-        return Ok(None);
-    }
-    Ok(Some((next.id, konst)))
 }
 
 #[cfg(test)]
