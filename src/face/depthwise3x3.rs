@@ -128,7 +128,7 @@ impl TypedOp for Depthwise3x3 {
 }
 
 /// Lanes `lo..hi` of a 32-lane mask (empty when `hi <= lo`).
-fn lanes(lo: isize, hi: isize) -> u32 {
+pub(crate) fn lanes(lo: isize, hi: isize) -> u32 {
     let (lo, hi) = (lo.clamp(0, 32) as u32, hi.clamp(0, 32) as u32);
     if hi <= lo {
         return 0;
@@ -140,12 +140,12 @@ fn lanes(lo: isize, hi: isize) -> u32 {
 /// Per block of 16 output columns, per tap column `dx`: the lanes whose input columns lie in
 /// the row (bit j for the value at `first + j`, 32 lanes for stride 2), and `first`, the input
 /// column of the block's first output for that tap. The same for every row and channel.
-struct ColumnBlocks {
-    blocks: Vec<[(u32, isize); 3]>,
+pub(crate) struct ColumnBlocks {
+    pub blocks: Vec<[(u32, isize); 3]>,
 }
 
 impl ColumnBlocks {
-    fn new(w: usize, ow: usize, stride: usize) -> ColumnBlocks {
+    pub fn new(w: usize, ow: usize, stride: usize) -> ColumnBlocks {
         let (w, s) = (w as isize, stride as isize);
         let blocks = (0..ow)
             .step_by(16)

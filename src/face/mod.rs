@@ -27,6 +27,7 @@ mod prelu;
 pub mod profile;
 pub mod quality;
 mod rewrite;
+mod rgb_conv3x3;
 pub mod runtime;
 mod sibling_convs;
 pub mod tiling;

@@ -10,7 +10,7 @@ use super::error::FaceError;
 use super::prelu::PreluExpansion;
 use super::{
     avx512, channel_last_depthwise, depthwise3x3, grouped_conv, nearest_upsample, pointwise_conv,
-    sibling_convs, transpose,
+    rgb_conv3x3, sibling_convs, transpose,
 };
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
@@ -106,6 +106,8 @@ pub(crate) fn optimise(
     sibling_convs::merge(&mut typed).map_err(load_err)?;
     nearest_upsample::substitute(&mut typed).map_err(load_err)?;
     if layout.channels_last {
+        // The recogniser's first layer, before it would turn channel-last (see rgb_conv3x3).
+        rgb_conv3x3::substitute(&mut typed).map_err(load_err)?;
         channels_last(&mut typed).map_err(load_err)?;
     } else {
         pointwise_conv::substitute(&mut typed).map_err(load_err)?;
