@@ -14,11 +14,13 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::cnn::Conv;
 
 use super::avx512::available;
-use super::rewrite::{constant_kernel_and_bias, map_f32, relu_after};
+use super::rewrite::{constant_kernel_and_bias, map_f32};
+use super::window3x3::{self, ColumnBlocks, Window3x3};
+#[cfg(target_arch = "x86_64")]
+use super::window3x3::{lanes, load_columns};
 
 /// `out[c, y, x] = bias[c] + sum over (dy, dx) of weights[c, dy, dx] *
 /// input[c, y * stride + dy - 1, x * stride + dx - 1]`, zero outside the input; then
@@ -26,50 +28,14 @@ use super::rewrite::{constant_kernel_and_bias, map_f32, relu_after};
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Depthwise3x3 {
     pub channels: usize,
-    pub stride: usize,
-    /// Rows and columns of padding after the input (the output size follows from them).
-    pub pad_after: [usize; 2],
+    pub window: Window3x3,
     /// `[channels, 3, 3]`.
     pub weights: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
     pub relu: bool,
-    /// NCHW with N = 1; else CHW.
-    pub batch_axis: bool,
 }
 
 impl Eq for Depthwise3x3 {}
-
-impl Depthwise3x3 {
-    fn input_hw(&self, shape: &[usize]) -> TractResult<[usize; 2]> {
-        match (self.batch_axis, shape) {
-            (true, &[1, c, h, w]) | (false, &[c, h, w]) if c == self.channels => Ok([h, w]),
-            _ => bail!(
-                "depthwise convolution expects {}{} channels, got {shape:?}",
-                if self.batch_axis { "1x" } else { "" },
-                self.channels
-            ),
-        }
-    }
-
-    fn output_hw(&self, [h, w]: [usize; 2]) -> TractResult<[usize; 2]> {
-        let out = |size: usize, after: usize| -> TractResult<usize> {
-            ensure!(
-                size + 1 + after >= 3,
-                "depthwise convolution: input {size} too small"
-            );
-            Ok((size + 1 + after - 3) / self.stride + 1)
-        };
-        Ok([out(h, self.pad_after[0])?, out(w, self.pad_after[1])?])
-    }
-
-    fn output_shape(&self, [oh, ow]: [usize; 2]) -> TVec<usize> {
-        if self.batch_axis {
-            tvec![1, self.channels, oh, ow]
-        } else {
-            tvec![self.channels, oh, ow]
-        }
-    }
-}
 
 impl Op for Depthwise3x3 {
     fn name(&self) -> StaticName {
@@ -79,7 +45,7 @@ impl Op for Depthwise3x3 {
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
             "channels {} stride {} relu {}",
-            self.channels, self.stride, self.relu
+            self.channels, self.window.stride, self.relu
         )])
     }
 
@@ -91,13 +57,14 @@ impl EvalOp for Depthwise3x3 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let [h, w] = self.input_hw(input.shape())?;
-        let [oh, ow] = self.output_hw([h, w])?;
+        let [h, w] = self.window.input_hw(input.shape(), self.channels)?;
+        let [oh, ow] = self.window.output_hw([h, w])?;
         // Every value is written below (each plane, row and column block).
-        let output = map_f32(&input, &self.output_shape([oh, ow]), |src, dst| {
+        let shape = self.window.output_shape(self.channels, [oh, ow]);
+        let output = map_f32(&input, &shape, |src, dst| {
             ensure!(src.len() == self.channels * h * w);
             ensure!(available(), "depthwise convolution needs AVX-512");
-            let columns = ColumnBlocks::new(w, ow, self.stride);
+            let columns = ColumnBlocks::new(w, ow, self.window.stride);
             #[cfg(target_arch = "x86_64")]
             for (c, (plane, out)) in src
                 .chunks_exact(h * w)
@@ -116,49 +83,13 @@ impl EvalOp for Depthwise3x3 {
 
 impl TypedOp for Depthwise3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = inputs[0]
-            .shape
-            .as_concrete()
-            .ok_or_else(|| format_err!("depthwise convolution needs a concrete input shape"))?;
-        let hw = self.output_hw(self.input_hw(shape)?)?;
-        Ok(tvec!(f32::fact(self.output_shape(hw))))
+        let fact = self
+            .window
+            .output_fact(inputs[0], self.channels, self.channels)?;
+        Ok(tvec!(fact))
     }
 
     as_op!();
-}
-
-/// Lanes `lo..hi` of a 32-lane mask (empty when `hi <= lo`).
-pub(crate) fn lanes(lo: isize, hi: isize) -> u32 {
-    let (lo, hi) = (lo.clamp(0, 32) as u32, hi.clamp(0, 32) as u32);
-    if hi <= lo {
-        return 0;
-    }
-    let upto = |n: u32| if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
-    upto(hi) & !upto(lo)
-}
-
-/// Per block of 16 output columns, per tap column `dx`: the lanes whose input columns lie in
-/// the row (bit j for the value at `first + j`, 32 lanes for stride 2), and `first`, the input
-/// column of the block's first output for that tap. The same for every row and channel.
-pub(crate) struct ColumnBlocks {
-    pub blocks: Vec<[(u32, isize); 3]>,
-}
-
-impl ColumnBlocks {
-    pub fn new(w: usize, ow: usize, stride: usize) -> ColumnBlocks {
-        let (w, s) = (w as isize, stride as isize);
-        let blocks = (0..ow)
-            .step_by(16)
-            .map(|x0| {
-                let n = (ow - x0).min(16) as isize;
-                std::array::from_fn(|dx| {
-                    let first = s * x0 as isize + dx as isize - 1;
-                    (lanes(-first, (w - first).min(s * n)), first)
-                })
-            })
-            .collect();
-        ColumnBlocks { blocks }
-    }
 }
 
 /// One channel: `plane` is `h x w`, `out` `oh x ow`.
@@ -166,7 +97,7 @@ impl ColumnBlocks {
 /// # Safety
 /// The CPU has AVX-512F; `plane.len() == h * w`, `out.len() == oh * ow`, `columns` was made for
 /// `w`, `ow` and the op's stride, and every output's window starts inside or one before the
-/// input (padding 1 before), which `output_hw` ensures.
+/// input (padding 1 before), which `Window3x3::output_hw` ensures.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn plane_avx512(
@@ -179,31 +110,22 @@ unsafe fn plane_avx512(
     columns: &ColumnBlocks,
 ) {
     use std::arch::x86_64::*;
-    const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-    let even = _mm512_loadu_si512(EVEN.as_ptr().cast());
-    let s = op.stride;
+    let s = op.window.stride;
     let k = &op.weights[c * 9..][..9];
     let t = |i: usize| _mm512_set1_ps(k[i]);
     let (t0, t1, t2, t3, t4, t5, t6, t7, t8) =
         (t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8));
     let bias = _mm512_set1_ps(op.bias[c]);
     let zero = _mm512_setzero_ps();
-    // 16 values of a row for one tap: contiguous, or every other of 32 for stride 2.
-    let load = |row: *const f32, (valid, first): (u32, isize)| {
-        let at = row.wrapping_offset(first);
-        if s == 1 {
-            _mm512_maskz_loadu_ps(valid as u16, at)
-        } else {
-            let lo = _mm512_maskz_loadu_ps(valid as u16, at);
-            let hi = _mm512_maskz_loadu_ps((valid >> 16) as u16, at.wrapping_add(16));
-            _mm512_permutex2var_ps(lo, even, hi)
-        }
-    };
     // The three tap vectors of a block on one input row.
     macro_rules! taps3 {
         ($row:expr, $block:expr) => {{
             let [a, b, c] = *$block;
-            (load($row, a), load($row, b), load($row, c))
+            (
+                load_columns($row, a, s),
+                load_columns($row, b, s),
+                load_columns($row, c, s),
+            )
         }};
     }
     // `sum` plus one kernel row's taps times the row's tap vectors.
@@ -301,68 +223,17 @@ unsafe fn plane_avx512(
 /// Replaces every depthwise convolution [`Depthwise3x3`] handles, with its ReLU; returns how
 /// many.
 pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    if !available() {
-        return Ok(0);
-    }
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        let node = &model.nodes[id];
-        let Some(conv) = node.op_as::<Conv>() else {
-            continue;
-        };
-        let Some(mut op) = depthwise_for(model, node, conv)? else {
-            continue;
-        };
-        let relu = relu_after(model, id)?;
-        op.relu = relu.is_some();
-        let last = relu.unwrap_or(id);
-        let mut patch = TypedModelPatch::new("depthwise-3x3");
-        let input = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(&node.name, op, &[input])?[0];
-        patch.shunt_outside(model, last.into(), wire)?;
-        patch.apply(model)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+    window3x3::substitute(model, "depthwise-3x3", depthwise_for, |op| op.relu = true)
 }
 
 fn depthwise_for(
     model: &TypedModel,
     node: &TypedNode,
     conv: &Conv,
+    window: Window3x3,
 ) -> TractResult<Option<Depthwise3x3>> {
-    let spec = &conv.pool_spec;
     let channels = conv.input_channels();
-    let strides = spec.strides();
-    let stride = strides[0];
-    if conv.group != channels
-        || conv.output_channels() != channels
-        || conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        || spec.kernel_shape.as_slice() != [3, 3]
-        || strides.len() != 2
-        || strides[1] != stride
-        || !(1..=2).contains(&stride)
-        || spec
-            .dilations
-            .as_ref()
-            .is_some_and(|d| d.iter().any(|&d| d != 1))
-        || node.inputs.len() != 3
-    {
-        return Ok(None);
-    }
-    let batch_axis = spec.data_format == DataFormat::NCHW;
-    let input = model.outlet_fact(node.inputs[0])?;
-    let (h, w) = match (batch_axis, input.shape.as_concrete()) {
-        (true, Some(&[1, _, h, w])) | (false, Some(&[_, h, w])) => (h, w),
-        _ => return Ok(None),
-    };
-    if input.datum_type != f32::datum_type() {
-        return Ok(None);
-    }
-    let padding = spec.computed_padding(&[h, w]);
-    if padding.iter().any(|p| p.pad_before != 1 || p.pad_after > 2) {
+    if conv.group != channels || conv.output_channels() != channels {
         return Ok(None);
     }
     let Some((weights, bias)) =
@@ -372,36 +243,36 @@ fn depthwise_for(
     };
     Ok(Some(Depthwise3x3 {
         channels,
-        stride,
-        pad_after: [padding[0].pad_after, padding[1].pad_after],
+        window,
         weights: Arc::new(weights),
         bias: Arc::new(bias),
         relu: false,
-        batch_axis,
     }))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::graph_testing::{conv, konst, run, tensor, values};
+    use super::super::graph_testing::{conv, konst, relu_of, run, tensor, values};
     use super::*;
-    use tract_onnx::tract_core::ops::math::max;
+    use tract_onnx::tract_core::ops::nn::DataFormat;
 
     fn op(channels: usize, stride: usize, pad_after: [usize; 2], relu: bool) -> Depthwise3x3 {
         Depthwise3x3 {
             channels,
-            stride,
-            pad_after,
+            window: Window3x3 {
+                stride,
+                pad_after,
+                batch_axis: false,
+            },
             weights: Arc::new(values(channels * 9, 1)),
             bias: Arc::new(values(channels, 2)),
             relu,
-            batch_axis: false,
         }
     }
 
     /// The definition, one output value at a time.
     fn naive(op: &Depthwise3x3, input: &[f32], [h, w]: [usize; 2]) -> Vec<f32> {
-        let [oh, ow] = op.output_hw([h, w]).unwrap();
+        let [oh, ow] = op.window.output_hw([h, w]).unwrap();
         let mut out = Vec::new();
         for c in 0..op.channels {
             for y in 0..oh {
@@ -409,8 +280,8 @@ mod tests {
                     let mut acc = op.bias[c];
                     for dy in 0..3 {
                         for dx in 0..3 {
-                            let iy = (y * op.stride + dy) as i64 - 1;
-                            let ix = (x * op.stride + dx) as i64 - 1;
+                            let iy = (y * op.window.stride + dy) as i64 - 1;
+                            let ix = (x * op.window.stride + dx) as i64 - 1;
                             if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
                                 continue;
                             }
@@ -446,7 +317,7 @@ mod tests {
                 .eval(&EvalContext::out_of_plan(), tvec!(tensor.into_tvalue()))
                 .unwrap()
                 .remove(0);
-            let [oh, ow] = op.output_hw(hw).unwrap();
+            let [oh, ow] = op.window.output_hw(hw).unwrap();
             assert_eq!(got.shape(), &[op.channels, oh, ow], "{op:?}");
             let want = naive(&op, &input, hw);
             let got = got.to_plain_array_view::<f32>().unwrap();
@@ -473,12 +344,7 @@ mod tests {
                 .wire_node(format!("conv{i}"), op, &[wire, k, b])
                 .unwrap()[0];
             if relu {
-                let zero = model
-                    .add_const(format!("zero{i}"), tensor4(&[[[[0f32]]]]))
-                    .unwrap();
-                wire = model
-                    .wire_node(format!("relu{i}"), max(), &[wire, zero])
-                    .unwrap()[0];
+                wire = relu_of(&mut model, &format!("relu{i}"), wire);
             }
         }
         model.select_output_outlets(&[wire]).unwrap();

@@ -76,3 +76,17 @@ pub(crate) fn run_counting_moves(model: TypedModel, inputs: TVec<TValue>) -> (TV
         .count();
     (plan.run(inputs).expect("model runs"), moves)
 }
+
+/// `max(wire, 0)`, a ReLU as tract-onnx wires ONNX's.
+pub(crate) fn relu_of(model: &mut TypedModel, name: &str, wire: OutletId) -> OutletId {
+    let zero = model
+        .add_const(format!("{name}.zero"), tensor4(&[[[[0f32]]]]))
+        .expect("constant");
+    model
+        .wire_node(
+            name,
+            tract_onnx::tract_core::ops::math::max(),
+            &[wire, zero],
+        )
+        .expect("max")[0]
+}

@@ -32,6 +32,7 @@ pub mod runtime;
 mod sibling_convs;
 pub mod tiling;
 mod transpose;
+mod window3x3;
 
 #[cfg(test)]
 mod fuzz;

@@ -302,9 +302,8 @@ fn pointwise_conv_at(model: &TypedModel, id: usize) -> TractResult<Option<(Point
 
 #[cfg(test)]
 mod tests {
-    use super::super::graph_testing::{conv, konst, run, tensor, values};
+    use super::super::graph_testing::{conv, konst, relu_of, run, tensor, values};
     use super::*;
-    use tract_onnx::tract_core::ops::math::max;
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
     fn op(cin: usize, cout: usize, relu: bool) -> PointwiseConv {
@@ -361,12 +360,7 @@ mod tests {
                 .wire_node(format!("conv{i}"), op, &[wire, k, b])
                 .unwrap()[0];
             if relu {
-                let zero = model
-                    .add_const(format!("zero{i}"), tensor4(&[[[[0f32]]]]))
-                    .unwrap();
-                wire = model
-                    .wire_node(format!("relu{i}"), max(), &[wire, zero])
-                    .unwrap()[0];
+                wire = relu_of(&mut model, &format!("relu{i}"), wire);
             }
         }
         model.select_output_outlets(&[wire]).unwrap();

@@ -18,12 +18,13 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::cnn::Conv;
 
 use super::avx512::available;
-use super::depthwise3x3::{lanes, ColumnBlocks};
-use super::rewrite::{constant_kernel_and_bias, map_f32, relu_after};
+use super::rewrite::{constant_kernel_and_bias, map_f32};
+use super::window3x3::{self, ColumnBlocks, Window3x3};
+#[cfg(target_arch = "x86_64")]
+use super::window3x3::{lanes, load_columns};
 
 /// An image's channels, not a feature map's.
 pub(crate) const MAX_IN_CHANNELS: usize = 4;
@@ -38,9 +39,7 @@ const GROUP: usize = 8;
 pub(crate) struct RgbConv3x3 {
     pub in_channels: usize,
     pub out_channels: usize,
-    pub stride: usize,
-    /// Rows and columns of padding after the input (the output size follows from them).
-    pub pad_after: [usize; 2],
+    pub window: Window3x3,
     /// OIHW: `[out_channels, in_channels, 3, 3]`.
     pub weights: Arc<Vec<f32>>,
     /// The same, `[out_channels / GROUP, in_channels * 9, GROUP]`: a tap's weights for one group
@@ -48,8 +47,6 @@ pub(crate) struct RgbConv3x3 {
     pub grouped: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
     pub relu: bool,
-    /// NCHW with N = 1; else CHW.
-    pub batch_axis: bool,
 }
 
 impl Eq for RgbConv3x3 {}
@@ -58,11 +55,9 @@ impl RgbConv3x3 {
     /// `weights` OIHW, one bias per output channel; `out_channels` a multiple of [`GROUP`].
     fn new(
         [in_channels, out_channels]: [usize; 2],
-        stride: usize,
-        pad_after: [usize; 2],
+        window: Window3x3,
         weights: Vec<f32>,
         bias: Vec<f32>,
-        batch_axis: bool,
     ) -> RgbConv3x3 {
         let taps = in_channels * 9;
         let grouped = (0..out_channels / GROUP)
@@ -72,43 +67,11 @@ impl RgbConv3x3 {
         RgbConv3x3 {
             in_channels,
             out_channels,
-            stride,
-            pad_after,
+            window,
             weights: Arc::new(weights),
             grouped: Arc::new(grouped),
             bias: Arc::new(bias),
             relu: false,
-            batch_axis,
-        }
-    }
-
-    fn input_hw(&self, shape: &[usize]) -> TractResult<[usize; 2]> {
-        match (self.batch_axis, shape) {
-            (true, &[1, c, h, w]) | (false, &[c, h, w]) if c == self.in_channels => Ok([h, w]),
-            _ => bail!(
-                "3x3 convolution expects {}{} channels, got {shape:?}",
-                if self.batch_axis { "1x" } else { "" },
-                self.in_channels
-            ),
-        }
-    }
-
-    fn output_hw(&self, [h, w]: [usize; 2]) -> TractResult<[usize; 2]> {
-        let out = |size: usize, after: usize| -> TractResult<usize> {
-            ensure!(
-                size + 1 + after >= 3,
-                "3x3 convolution: input {size} too small"
-            );
-            Ok((size + 1 + after - 3) / self.stride + 1)
-        };
-        Ok([out(h, self.pad_after[0])?, out(w, self.pad_after[1])?])
-    }
-
-    fn output_shape(&self, [oh, ow]: [usize; 2]) -> TVec<usize> {
-        if self.batch_axis {
-            tvec![1, self.out_channels, oh, ow]
-        } else {
-            tvec![self.out_channels, oh, ow]
         }
     }
 }
@@ -121,7 +84,7 @@ impl Op for RgbConv3x3 {
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
             "in {} out {} stride {} relu {}",
-            self.in_channels, self.out_channels, self.stride, self.relu
+            self.in_channels, self.out_channels, self.window.stride, self.relu
         )])
     }
 
@@ -133,14 +96,15 @@ impl EvalOp for RgbConv3x3 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let [h, w] = self.input_hw(input.shape())?;
-        let [oh, ow] = self.output_hw([h, w])?;
+        let [h, w] = self.window.input_hw(input.shape(), self.in_channels)?;
+        let [oh, ow] = self.window.output_hw([h, w])?;
         ensure!(self.out_channels.is_multiple_of(GROUP));
         // Every value is written below (each output row, column block and channel group).
-        let output = map_f32(&input, &self.output_shape([oh, ow]), |src, dst| {
+        let shape = self.window.output_shape(self.out_channels, [oh, ow]);
+        let output = map_f32(&input, &shape, |src, dst| {
             ensure!(src.len() == self.in_channels * h * w);
             ensure!(available(), "3x3 convolution needs AVX-512");
-            let columns = ColumnBlocks::new(w, ow, self.stride);
+            let columns = ColumnBlocks::new(w, ow, self.window.stride);
             #[cfg(target_arch = "x86_64")]
             for y in 0..oh {
                 // Safety: AVX-512F is present (checked above); `src` is in_channels x h x w and
@@ -156,12 +120,10 @@ impl EvalOp for RgbConv3x3 {
 
 impl TypedOp for RgbConv3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let shape = inputs[0]
-            .shape
-            .as_concrete()
-            .ok_or_else(|| format_err!("3x3 convolution needs a concrete input shape"))?;
-        let hw = self.output_hw(self.input_hw(shape)?)?;
-        Ok(tvec!(f32::fact(self.output_shape(hw))))
+        let fact = self
+            .window
+            .output_fact(inputs[0], self.in_channels, self.out_channels)?;
+        Ok(tvec!(fact))
     }
 
     as_op!();
@@ -186,9 +148,7 @@ unsafe fn row_avx512(
     columns: &ColumnBlocks,
 ) {
     use std::arch::x86_64::*;
-    const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-    let even = _mm512_loadu_si512(EVEN.as_ptr().cast());
-    let s = op.stride;
+    let s = op.window.stride;
     let cin = op.in_channels;
     let zero = _mm512_setzero_ps();
     let grouped = op.grouped.as_ptr();
@@ -214,16 +174,8 @@ unsafe fn row_avx512(
                     if row.is_null() {
                         continue;
                     }
-                    for (dx, &(valid, first)) in block.iter().enumerate() {
-                        let at = row.wrapping_offset(first);
-                        let v = if s == 1 {
-                            _mm512_maskz_loadu_ps(valid as u16, at)
-                        } else {
-                            let lo = _mm512_maskz_loadu_ps(valid as u16, at);
-                            let hi =
-                                _mm512_maskz_loadu_ps((valid >> 16) as u16, at.wrapping_add(16));
-                            _mm512_permutex2var_ps(lo, even, hi)
-                        };
+                    for (dx, &columns) in block.iter().enumerate() {
+                        let v = load_columns(row, columns, s);
                         let tap = (i * 3 + dy) * 3 + dx;
                         let k = grouped.add((g / GROUP * cin * 9 + tap) * GROUP);
                         for (r, a) in acc.iter_mut().enumerate() {
@@ -243,98 +195,47 @@ unsafe fn row_avx512(
 
 /// Replaces every convolution [`RgbConv3x3`] handles, with its ReLU; returns how many.
 pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    if !available() {
-        return Ok(0);
-    }
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        let node = &model.nodes[id];
-        let Some(conv) = node.op_as::<Conv>() else {
-            continue;
-        };
-        let Some(mut op) = rgb_conv_for(model, node, conv)? else {
-            continue;
-        };
-        let relu = relu_after(model, id)?;
-        op.relu = relu.is_some();
-        let last = relu.unwrap_or(id);
-        let mut patch = TypedModelPatch::new("rgb-conv-3x3");
-        let input = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(&node.name, op, &[input])?[0];
-        patch.shunt_outside(model, last.into(), wire)?;
-        patch.apply(model)?;
-        replaced += 1;
-    }
-    Ok(replaced)
+    window3x3::substitute(model, "rgb-conv-3x3", rgb_conv_for, |op| op.relu = true)
 }
 
 fn rgb_conv_for(
     model: &TypedModel,
     node: &TypedNode,
     conv: &Conv,
+    window: Window3x3,
 ) -> TractResult<Option<RgbConv3x3>> {
-    let spec = &conv.pool_spec;
     let (cin, cout) = (conv.input_channels(), conv.output_channels());
-    let strides = spec.strides();
-    let stride = strides[0];
-    if conv.group != 1
-        || cin > MAX_IN_CHANNELS
-        || !cout.is_multiple_of(GROUP)
-        || conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        || spec.kernel_shape.as_slice() != [3, 3]
-        || strides.len() != 2
-        || strides[1] != stride
-        || !(1..=2).contains(&stride)
-        || spec
-            .dilations
-            .as_ref()
-            .is_some_and(|d| d.iter().any(|&d| d != 1))
-        || node.inputs.len() != 3
-    {
-        return Ok(None);
-    }
-    let batch_axis = spec.data_format == DataFormat::NCHW;
-    let input = model.outlet_fact(node.inputs[0])?;
-    let (h, w) = match (batch_axis, input.shape.as_concrete()) {
-        (true, Some(&[1, _, h, w])) | (false, Some(&[_, h, w])) => (h, w),
-        _ => return Ok(None),
-    };
-    if input.datum_type != f32::datum_type() {
-        return Ok(None);
-    }
-    let padding = spec.computed_padding(&[h, w]);
-    if padding.iter().any(|p| p.pad_before != 1 || p.pad_after > 2) {
+    if conv.group != 1 || cin > MAX_IN_CHANNELS || !cout.is_multiple_of(GROUP) {
         return Ok(None);
     }
     let Some((weights, bias)) = constant_kernel_and_bias(model, node, &[cout, cin, 3, 3], cout)?
     else {
         return Ok(None);
     };
-    let pad_after = [padding[0].pad_after, padding[1].pad_after];
-    Ok(Some(RgbConv3x3::new(
-        [cin, cout],
-        stride,
-        pad_after,
-        weights,
-        bias,
-        batch_axis,
-    )))
+    Ok(Some(RgbConv3x3::new([cin, cout], window, weights, bias)))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::graph_testing::{conv, konst, run, tensor, values};
+    use super::super::graph_testing::{conv, konst, relu_of, run, tensor, values};
     use super::*;
-    use tract_onnx::tract_core::ops::math::max;
+    use tract_onnx::tract_core::ops::nn::DataFormat;
 
     fn op(cin: usize, cout: usize, stride: usize, pad_after: [usize; 2], relu: bool) -> RgbConv3x3 {
         let weights = values(cout * cin * 9, 1);
         let bias = values(cout, 2);
         RgbConv3x3 {
             relu,
-            ..RgbConv3x3::new([cin, cout], stride, pad_after, weights, bias, false)
+            ..RgbConv3x3::new(
+                [cin, cout],
+                Window3x3 {
+                    stride,
+                    pad_after,
+                    batch_axis: false,
+                },
+                weights,
+                bias,
+            )
         }
     }
 
@@ -356,7 +257,7 @@ mod tests {
                 .eval(&EvalContext::out_of_plan(), tvec!(tensor.into_tvalue()))
                 .unwrap()
                 .remove(0);
-            let [oh, ow] = op.output_hw([h, w]).unwrap();
+            let [oh, ow] = op.window.output_hw([h, w]).unwrap();
             assert_eq!(got.shape(), &[op.out_channels, oh, ow], "{op:?}");
             let got = got.to_plain_array_view::<f32>().unwrap();
             let got = got.as_slice().unwrap();
@@ -367,8 +268,8 @@ mod tests {
                         for i in 0..op.in_channels {
                             for dy in 0..3 {
                                 for dx in 0..3 {
-                                    let iy = (y * op.stride + dy) as i64 - 1;
-                                    let ix = (x * op.stride + dx) as i64 - 1;
+                                    let iy = (y * op.window.stride + dy) as i64 - 1;
+                                    let ix = (x * op.window.stride + dx) as i64 - 1;
                                     if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
                                         continue;
                                     }
@@ -402,12 +303,7 @@ mod tests {
                 .wire_node(format!("conv{i}"), op, &[wire, k, b])
                 .unwrap()[0];
             if relu {
-                let zero = model
-                    .add_const(format!("zero{i}"), tensor4(&[[[[0f32]]]]))
-                    .unwrap();
-                wire = model
-                    .wire_node(format!("relu{i}"), max(), &[wire, zero])
-                    .unwrap()[0];
+                wire = relu_of(&mut model, &format!("relu{i}"), wire);
             }
         }
         model.select_output_outlets(&[wire]).unwrap();

@@ -1,0 +1,207 @@
+//! What `depthwise3x3` and `rgb_conv3x3` share: the geometry of a 3x3 convolution padded by 1
+//! before, stride 1 or 2; recognising one in a decluttered model; the column masks and loads
+//! of their AVX-512 kernels; and swapping such convolutions, with the ReLU after them, for an
+//! operator of ours.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::avx512::available;
+use super::rewrite::relu_after;
+
+/// A 3x3 window, padded by 1 before the input on both axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Window3x3 {
+    /// 1 or 2, on both axes.
+    pub stride: usize,
+    /// Rows and columns of padding after the input (the output size follows from them).
+    pub pad_after: [usize; 2],
+    /// NCHW with N = 1; else CHW.
+    pub batch_axis: bool,
+}
+
+impl Window3x3 {
+    /// The window of `conv` at `node` if it is a 3x3 f32 convolution of a concrete (N)CHW
+    /// input with OIHW kernel, no dilation, stride 1 or 2 on both axes and padding 1 before.
+    pub fn of(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
+        let spec = &conv.pool_spec;
+        let strides = spec.strides();
+        let stride = strides[0];
+        if conv.q_params.is_some()
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+            || spec.kernel_shape.as_slice() != [3, 3]
+            || strides.len() != 2
+            || strides[1] != stride
+            || !(1..=2).contains(&stride)
+            || spec
+                .dilations
+                .as_ref()
+                .is_some_and(|d| d.iter().any(|&d| d != 1))
+        {
+            return Ok(None);
+        }
+        let batch_axis = spec.data_format == DataFormat::NCHW;
+        let input = model.outlet_fact(node.inputs[0])?;
+        let (h, w) = match (batch_axis, input.shape.as_concrete()) {
+            (true, Some(&[1, _, h, w])) | (false, Some(&[_, h, w])) => (h, w),
+            _ => return Ok(None),
+        };
+        if input.datum_type != f32::datum_type() {
+            return Ok(None);
+        }
+        let padding = spec.computed_padding(&[h, w]);
+        if padding.iter().any(|p| p.pad_before != 1 || p.pad_after > 2) {
+            return Ok(None);
+        }
+        Ok(Some(Window3x3 {
+            stride,
+            pad_after: [padding[0].pad_after, padding[1].pad_after],
+            batch_axis,
+        }))
+    }
+
+    /// Height and width of an input shape with `channels` channels.
+    pub fn input_hw(&self, shape: &[usize], channels: usize) -> TractResult<[usize; 2]> {
+        match (self.batch_axis, shape) {
+            (true, &[1, c, h, w]) | (false, &[c, h, w]) if c == channels => Ok([h, w]),
+            _ => bail!(
+                "3x3 convolution expects {}{channels} channels, got {shape:?}",
+                if self.batch_axis { "1x" } else { "" },
+            ),
+        }
+    }
+
+    pub fn output_hw(&self, [h, w]: [usize; 2]) -> TractResult<[usize; 2]> {
+        let out = |size: usize, after: usize| -> TractResult<usize> {
+            ensure!(
+                size + 1 + after >= 3,
+                "3x3 convolution: input {size} too small"
+            );
+            Ok((size + 1 + after - 3) / self.stride + 1)
+        };
+        Ok([out(h, self.pad_after[0])?, out(w, self.pad_after[1])?])
+    }
+
+    pub fn output_shape(&self, channels: usize, [oh, ow]: [usize; 2]) -> TVec<usize> {
+        if self.batch_axis {
+            tvec![1, channels, oh, ow]
+        } else {
+            tvec![channels, oh, ow]
+        }
+    }
+
+    /// The output fact for an input fact with `channels` channels.
+    pub fn output_fact(
+        &self,
+        input: &TypedFact,
+        in_channels: usize,
+        out_channels: usize,
+    ) -> TractResult<TypedFact> {
+        let shape = input
+            .shape
+            .as_concrete()
+            .ok_or_else(|| format_err!("3x3 convolution needs a concrete input shape"))?;
+        let hw = self.output_hw(self.input_hw(shape, in_channels)?)?;
+        Ok(f32::fact(self.output_shape(out_channels, hw)))
+    }
+}
+
+/// Replaces every convolution for which `build` gives an operator (given its window), and the
+/// ReLU that is its only reader when `fuse_relu` takes one into the operator; returns how many.
+/// Leaves the model alone without AVX-512.
+pub(crate) fn substitute<O: TypedOp>(
+    model: &mut TypedModel,
+    name: &str,
+    build: impl Fn(&TypedModel, &TypedNode, &Conv, Window3x3) -> TractResult<Option<O>>,
+    fuse_relu: impl Fn(&mut O),
+) -> TractResult<usize> {
+    if !available() {
+        return Ok(0);
+    }
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = &model.nodes[id];
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let Some(window) = Window3x3::of(model, node, conv)? else {
+            continue;
+        };
+        let Some(mut op) = build(model, node, conv, window)? else {
+            continue;
+        };
+        let relu = relu_after(model, id)?;
+        if relu.is_some() {
+            fuse_relu(&mut op);
+        }
+        let mut patch = TypedModelPatch::new(name);
+        let input = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[input])?[0];
+        patch.shunt_outside(model, relu.unwrap_or(id).into(), wire)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// Lanes `lo..hi` of a 32-lane mask (empty when `hi <= lo`).
+pub(crate) fn lanes(lo: isize, hi: isize) -> u32 {
+    let (lo, hi) = (lo.clamp(0, 32) as u32, hi.clamp(0, 32) as u32);
+    if hi <= lo {
+        return 0;
+    }
+    let upto = |n: u32| if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+    upto(hi) & !upto(lo)
+}
+
+/// Per block of 16 output columns, per tap column `dx`: the lanes whose input columns lie in
+/// the row (bit j for the value at `first + j`, 32 lanes for stride 2), and `first`, the input
+/// column of the block's first output for that tap. The same for every row and channel.
+pub(crate) struct ColumnBlocks {
+    pub blocks: Vec<[(u32, isize); 3]>,
+}
+
+impl ColumnBlocks {
+    pub fn new(w: usize, ow: usize, stride: usize) -> ColumnBlocks {
+        let (w, s) = (w as isize, stride as isize);
+        let blocks = (0..ow)
+            .step_by(16)
+            .map(|x0| {
+                let n = (ow - x0).min(16) as isize;
+                std::array::from_fn(|dx| {
+                    let first = s * x0 as isize + dx as isize - 1;
+                    (lanes(-first, (w - first).min(s * n)), first)
+                })
+            })
+            .collect();
+        ColumnBlocks { blocks }
+    }
+}
+
+/// The 16 values of `row` one tap of a column block reads: contiguous for stride 1, every other
+/// of 32 for stride 2; zero where the mask says the column lies outside the row.
+///
+/// # Safety
+/// The CPU has AVX-512F; the lanes set in `valid` address values of `row`'s allocation.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn load_columns(
+    row: *const f32,
+    (valid, first): (u32, isize),
+    stride: usize,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+    let at = row.wrapping_offset(first);
+    if stride == 1 {
+        _mm512_maskz_loadu_ps(valid as u16, at)
+    } else {
+        let lo = _mm512_maskz_loadu_ps(valid as u16, at);
+        let hi = _mm512_maskz_loadu_ps((valid >> 16) as u16, at.wrapping_add(16));
+        _mm512_permutex2var_ps(lo, _mm512_loadu_si512(EVEN.as_ptr().cast()), hi)
+    }
+}
