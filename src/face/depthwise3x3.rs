@@ -1,26 +1,24 @@
 //! A 3x3 depthwise convolution for NCHW plans, stride 1 or 2, with the ReLU that follows it,
-//! in AVX-512. tract's NCHW depthwise loop is vectorised along rows for stride 1 only, and its
-//! set-up per row dominates on the short rows of deep layers: SCRFD's 3x3 depthwise layers took
-//! 4.0 ms at 640x640 (minimum of 30 runs; onnxruntime 1.3 ms), some 4 to 8 times onnxruntime's
-//! time per layer. Here 16 output columns of two output rows at a time take masked loads (zeros
-//! outside the map, so no padded copy) of the four input rows they share (five for stride 2,
-//! which loads 32 columns and keeps the even ones) and nine multiply-adds each. On SCRFD at
-//! 640x640 (minimum of 30 runs, ReLUs included): 1.9-2.2 ms, one row at a time 2.3.
+//! in AVX-512 or AVX2 (`simd.rs`). tract's NCHW depthwise loop is vectorised along rows for
+//! stride 1 only, and its set-up per row dominates on the short rows of deep layers: SCRFD's
+//! 3x3 depthwise layers took 4.0 ms at 640x640 (minimum of 30 runs, Zen 5; onnxruntime 1.3
+//! ms), some 4 to 8 times onnxruntime's time per layer. Here one vector of output columns of
+//! two output rows at a time takes masked loads (zeros outside the map, so no padded copy) of
+//! the four input rows they share (five for stride 2, which loads twice the columns and keeps
+//! the even ones) and nine multiply-adds each. On SCRFD at 640x640 (minimum of 30 runs, ReLUs
+//! included, AVX-512): 1.9-2.2 ms, one row at a time 2.3.
 //!
 //! [`substitute`] swaps it in for every depthwise convolution of a decluttered model that is
 //! 3x3, (N)CHW, f32, stride 1 or 2 on both axes, padded by 1 before (any padding after), with
-//! constant kernel and bias, absorbing a ReLU (`max(x, 0)`) that is its only reader. Only where
-//! AVX-512 is present (`avx512.rs`).
+//! constant kernel and bias, absorbing a ReLU (`max(x, 0)`) that is its only reader.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
-use super::avx512::available;
 use super::rewrite::{constant_kernel_and_bias, map_f32};
-use super::window3x3::{self, ColumnBlocks, Window3x3};
-#[cfg(target_arch = "x86_64")]
-use super::window3x3::{lanes, load_columns};
+use super::simd::{Isa, Kernel, Simd};
+use super::window3x3::{self, load_columns, store_columns, ColumnBlocks, Tap, Window3x3};
 
 /// `out[c, y, x] = bias[c] + sum over (dy, dx) of weights[c, dy, dx] *
 /// input[c, y * stride + dy - 1, x * stride + dx - 1]`, zero outside the input; then
@@ -33,6 +31,8 @@ pub(crate) struct Depthwise3x3 {
     pub weights: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
     pub relu: bool,
+    /// What the kernel is compiled for; the CPU supports it.
+    pub isa: Isa,
 }
 
 impl Eq for Depthwise3x3 {}
@@ -44,8 +44,8 @@ impl Op for Depthwise3x3 {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "channels {} stride {} relu {}",
-            self.channels, self.window.stride, self.relu
+            "channels {} stride {} relu {} {:?}",
+            self.channels, self.window.stride, self.relu, self.isa
         )])
     }
 
@@ -62,19 +62,20 @@ impl EvalOp for Depthwise3x3 {
         // Every value is written below (each plane, row and column block).
         let shape = self.window.output_shape(self.channels, [oh, ow]);
         let output = map_f32(&input, &shape, |src, dst| {
-            ensure!(src.len() == self.channels * h * w);
-            ensure!(available(), "depthwise convolution needs AVX-512");
-            let columns = ColumnBlocks::new(w, ow, self.window.stride);
-            #[cfg(target_arch = "x86_64")]
-            for (c, (plane, out)) in src
-                .chunks_exact(h * w)
-                .zip(dst.chunks_exact_mut(oh * ow))
-                .enumerate()
-            {
-                // Safety: AVX-512F is present (checked above); `plane` is h x w and `out`
-                // oh x ow, as the kernel requires.
-                unsafe { plane_avx512(self, c, plane, [h, w], out, [oh, ow], &columns) };
-            }
+            ensure!(src.len() == self.channels * h * w && dst.len() == self.channels * oh * ow);
+            ensure!(self.isa.supported(), "{:?} is not supported here", self.isa);
+            let columns = ColumnBlocks::new(w, ow, self.window.stride, self.isa.lanes());
+            let planes = Planes {
+                op: self,
+                src,
+                hw: [h, w],
+                dst,
+                out_hw: [oh, ow],
+                columns: &columns,
+            };
+            // Safety: the CPU supports the instruction set (checked above); the planes' sizes
+            // were checked above and `columns` made for them with the op's stride and lanes.
+            unsafe { self.isa.run(planes) };
             Ok(())
         })?;
         Ok(tvec!(output))
@@ -92,39 +93,75 @@ impl TypedOp for Depthwise3x3 {
     as_op!();
 }
 
+/// Every channel: `src` is `channels x h x w`, `dst` `channels x oh x ow`, `columns` made for
+/// `w`, `ow`, the op's stride and the instruction set's lanes.
+struct Planes<'a> {
+    op: &'a Depthwise3x3,
+    src: &'a [f32],
+    hw: [usize; 2],
+    dst: &'a mut [f32],
+    out_hw: [usize; 2],
+    columns: &'a ColumnBlocks,
+}
+
+impl Kernel for Planes<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        let [h, w] = self.hw;
+        let [oh, ow] = self.out_hw;
+        let taps = self.columns.taps::<S>();
+        for (c, (plane, out)) in self
+            .src
+            .chunks_exact(h * w)
+            .zip(self.dst.chunks_exact_mut(oh * ow))
+            .enumerate()
+        {
+            channel::<S>(self.op, c, plane, [h, w], out, [oh, ow], &taps);
+        }
+    }
+}
+
 /// One channel: `plane` is `h x w`, `out` `oh x ow`.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `plane.len() == h * w`, `out.len() == oh * ow`, `columns` was made for
-/// `w`, `ow` and the op's stride, and every output's window starts inside or one before the
-/// input (padding 1 before), which `Window3x3::output_hw` ensures.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn plane_avx512(
+/// Runs only where `S` does; `plane.len() == h * w`, `out.len() == oh * ow`, `taps` were made
+/// for `w`, `ow`, the op's stride and `S::LANES`, and every output's window starts inside or one
+/// before the input (padding 1 before), which `Window3x3::output_hw` ensures.
+#[inline(always)]
+unsafe fn channel<S: Simd>(
     op: &Depthwise3x3,
     c: usize,
     plane: &[f32],
     [h, w]: [usize; 2],
     out: &mut [f32],
     [oh, ow]: [usize; 2],
-    columns: &ColumnBlocks,
+    taps: &[[Tap<S>; 3]],
 ) {
-    use std::arch::x86_64::*;
     let s = op.window.stride;
     let k = &op.weights[c * 9..][..9];
-    let t = |i: usize| _mm512_set1_ps(k[i]);
-    let (t0, t1, t2, t3, t4, t5, t6, t7, t8) =
-        (t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7), t(8));
-    let bias = _mm512_set1_ps(op.bias[c]);
-    let zero = _mm512_setzero_ps();
+    let (t0, t1, t2, t3, t4, t5, t6, t7, t8) = (
+        S::splat(k[0]),
+        S::splat(k[1]),
+        S::splat(k[2]),
+        S::splat(k[3]),
+        S::splat(k[4]),
+        S::splat(k[5]),
+        S::splat(k[6]),
+        S::splat(k[7]),
+        S::splat(k[8]),
+    );
+    let bias = S::splat(op.bias[c]);
+    let zero = S::zero();
     // The three tap vectors of a block on one input row.
     macro_rules! taps3 {
         ($row:expr, $block:expr) => {{
-            let [a, b, c] = *$block;
+            let [a, b, c] = $block;
             (
-                load_columns($row, a, s),
-                load_columns($row, b, s),
-                load_columns($row, c, s),
+                load_columns::<S>($row, a, s),
+                load_columns::<S>($row, b, s),
+                load_columns::<S>($row, c, s),
             )
         }};
     }
@@ -132,9 +169,9 @@ unsafe fn plane_avx512(
     macro_rules! fma3 {
         ($v:expr, $sum:expr, $k0:expr, $k1:expr, $k2:expr) => {{
             let (v0, v1, v2) = $v;
-            let sum = _mm512_fmadd_ps(v0, $k0, $sum);
-            let sum = _mm512_fmadd_ps(v1, $k1, sum);
-            _mm512_fmadd_ps(v2, $k2, sum)
+            let sum = S::fmadd(v0, $k0, $sum);
+            let sum = S::fmadd(v1, $k1, sum);
+            S::fmadd(v2, $k2, sum)
         }};
     }
     // Output rows in pairs: the input rows they share are loaded once (stride 1: 4 rows for
@@ -143,7 +180,7 @@ unsafe fn plane_avx512(
         let second = y + 1 < oh;
         // Input row k of the pair is y * s + k - 1; null outside the map.
         let input_row = |k: usize| match (y * s + k).checked_sub(1).filter(|&iy| iy < h) {
-            Some(iy) => plane.as_ptr().add(iy * w),
+            Some(iy) => plane.as_ptr().wrapping_add(iy * w),
             None => std::ptr::null(),
         };
         let rows: [*const f32; 5] = [
@@ -165,7 +202,7 @@ unsafe fn plane_avx512(
                 std::ptr::null(),
             ]
         };
-        for (b, block) in columns.blocks.iter().enumerate() {
+        for (b, block) in taps.iter().enumerate() {
             // Per output, one chain per kernel row: short dependency chains.
             let (mut a0, mut a1, mut a2) = (bias, zero, zero);
             let (mut b0, mut b1, mut b2) = (bias, zero, zero);
@@ -202,19 +239,19 @@ unsafe fn plane_avx512(
                     b2 = fma3!(taps3!(rows[4], block), b2, t6, t7, t8);
                 }
             }
-            let x0 = b * 16;
-            let store = lanes(0, (ow - x0) as isize) as u16;
-            let mut acc = _mm512_add_ps(_mm512_add_ps(a0, a1), a2);
+            let x0 = b * S::LANES;
+            let mut acc = S::add(S::add(a0, a1), a2);
             if op.relu {
-                acc = _mm512_max_ps(acc, zero);
+                acc = S::max(acc, zero);
             }
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(y * ow + x0), store, acc);
+            store_columns::<S>(out.as_mut_ptr().wrapping_add(y * ow + x0), ow - x0, acc);
             if second {
-                let mut acc = _mm512_add_ps(_mm512_add_ps(b0, b1), b2);
+                let mut acc = S::add(S::add(b0, b1), b2);
                 if op.relu {
-                    acc = _mm512_max_ps(acc, zero);
+                    acc = S::max(acc, zero);
                 }
-                _mm512_mask_storeu_ps(out.as_mut_ptr().add((y + 1) * ow + x0), store, acc);
+                let dst = out.as_mut_ptr().wrapping_add((y + 1) * ow + x0);
+                store_columns::<S>(dst, ow - x0, acc);
             }
         }
     }
@@ -222,8 +259,13 @@ unsafe fn plane_avx512(
 
 /// Replaces every depthwise convolution [`Depthwise3x3`] handles, with its ReLU; returns how
 /// many.
-pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    window3x3::substitute(model, "depthwise-3x3", depthwise_for, |op| op.relu = true)
+pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+    window3x3::substitute(
+        model,
+        "depthwise-3x3",
+        |model, node, conv, window| depthwise_for(model, node, conv, window, isa),
+        |op| op.relu = true,
+    )
 }
 
 fn depthwise_for(
@@ -231,6 +273,7 @@ fn depthwise_for(
     node: &TypedNode,
     conv: &Conv,
     window: Window3x3,
+    isa: Isa,
 ) -> TractResult<Option<Depthwise3x3>> {
     let channels = conv.input_channels();
     if conv.group != channels || conv.output_channels() != channels {
@@ -247,6 +290,7 @@ fn depthwise_for(
         weights: Arc::new(weights),
         bias: Arc::new(bias),
         relu: false,
+        isa,
     }))
 }
 
@@ -256,7 +300,13 @@ mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
-    fn op(channels: usize, stride: usize, pad_after: [usize; 2], relu: bool) -> Depthwise3x3 {
+    fn op(
+        channels: usize,
+        stride: usize,
+        pad_after: [usize; 2],
+        relu: bool,
+        isa: Isa,
+    ) -> Depthwise3x3 {
         Depthwise3x3 {
             channels,
             window: Window3x3 {
@@ -267,6 +317,7 @@ mod tests {
             weights: Arc::new(values(channels * 9, 1)),
             bias: Arc::new(values(channels, 2)),
             relu,
+            isa,
         }
     }
 
@@ -298,19 +349,21 @@ mod tests {
 
     #[test]
     fn matches_the_definition_at_every_edge() {
-        if !available() {
-            return; // the op is never used without AVX-512
-        }
-        // Widths below, at and past one and two blocks of 16 (32 input columns at stride 2).
-        let cases = [
-            (op(3, 1, [1, 1], true), [5, 7]),
-            (op(2, 1, [1, 1], false), [17, 16]),
-            (op(2, 1, [1, 1], true), [4, 33]),
-            (op(3, 2, [0, 0], false), [8, 32]),
-            (op(2, 2, [1, 1], true), [9, 33]),
-            (op(2, 2, [0, 1], false), [6, 65]),
-        ];
-        for (op, hw) in cases {
+        // Widths below, at and past one and two blocks of 8 and 16 (twice the input columns at
+        // stride 2), for every instruction set this CPU runs.
+        let cases = |isa| {
+            [
+                (op(3, 1, [1, 1], true, isa), [5, 7]),
+                (op(2, 1, [1, 1], false, isa), [17, 16]),
+                (op(2, 1, [1, 1], true, isa), [4, 33]),
+                (op(2, 1, [1, 1], true, isa), [3, 9]),
+                (op(3, 2, [0, 0], false, isa), [8, 32]),
+                (op(2, 2, [1, 1], true, isa), [9, 33]),
+                (op(2, 2, [0, 1], false, isa), [6, 65]),
+                (op(2, 2, [1, 1], false, isa), [5, 17]),
+            ]
+        };
+        for (op, hw) in Isa::supported_all().flat_map(cases) {
             let input = values(op.channels * hw[0] * hw[1], 3);
             let tensor = Tensor::from_shape(&[op.channels, hw[0], hw[1]], &input).unwrap();
             let got = op
@@ -352,20 +405,17 @@ mod tests {
 
         let input = tvec!(tensor(&[1, 8, 13, 19], 8).into_tvalue());
         let want = run(model.clone(), input.clone()).remove(0);
-        let mut ours = model;
-        let replaced = substitute(&mut ours).unwrap();
-        if !available() {
-            assert_eq!(replaced, 0);
-            return;
+        for isa in Isa::supported_all() {
+            let mut ours = model.clone();
+            assert_eq!(substitute(&mut ours, isa).unwrap(), 2, "the two 3x3 ones");
+            let relus: Vec<bool> = ours
+                .nodes
+                .iter()
+                .filter_map(|n| n.op_as::<Depthwise3x3>().map(|op| op.relu))
+                .collect();
+            assert_eq!(relus, [true, false]);
+            let got = run(ours, input.clone()).remove(0);
+            want.close_enough(&got, true).unwrap();
         }
-        assert_eq!(replaced, 2, "the two 3x3 ones");
-        let relus: Vec<bool> = ours
-            .nodes
-            .iter()
-            .filter_map(|n| n.op_as::<Depthwise3x3>().map(|op| op.relu))
-            .collect();
-        assert_eq!(relus, [true, false]);
-        let got = run(ours, input).remove(0);
-        want.close_enough(&got, true).unwrap();
     }
 }

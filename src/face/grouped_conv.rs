@@ -3,7 +3,8 @@
 //!   MobileFaceNet's second layer (3x3 over 128 channels at 56x56 in 64 groups of 2) becomes 64
 //!   products of 2 output rows each, which fill an eighth of the matrix kernel: 6.7-9 ms of the
 //!   recogniser's 25-33 ms per face (`facepass bench --ops`), well under a millisecond here;
-//! - depthwise with a stride, in an NCHW plan, where `depthwise3x3` cannot run (no AVX-512):
+//! - depthwise with a stride, in an NCHW plan, where `depthwise3x3` cannot run (neither AVX2
+//!   nor AVX-512):
 //!   tract's depthwise loop along a row is vectorised only for stride 1. SCRFD's four 3x3
 //!   stride-2 depthwise layers took 2.1 ms in tract, 1.2-1.3 ms here (minimum of 30 runs, on an
 //!   AVX-512 machine; `depthwise3x3` 0.8 ms, onnxruntime 0.23 ms).

@@ -7,7 +7,6 @@
 //! `runtime::FaceRuntime` runs it off the async executor with a bounded queue.
 
 pub mod align;
-mod avx512;
 pub mod bench;
 mod channel_last_depthwise;
 pub mod decode;
@@ -30,6 +29,7 @@ mod rewrite;
 mod rgb_conv3x3;
 pub mod runtime;
 mod sibling_convs;
+mod simd;
 pub mod tiling;
 mod transpose;
 mod window3x3;

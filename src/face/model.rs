@@ -8,8 +8,9 @@ use tract_onnx::prelude::*;
 
 use super::error::FaceError;
 use super::prelu::PreluExpansion;
+use super::simd::Isa;
 use super::{
-    avx512, channel_last_depthwise, depthwise3x3, grouped_conv, nearest_upsample, pointwise_conv,
+    channel_last_depthwise, depthwise3x3, grouped_conv, nearest_upsample, pointwise_conv,
     rgb_conv3x3, sibling_convs, transpose,
 };
 
@@ -100,20 +101,29 @@ pub(crate) fn optimise(
     if layout.transposed {
         transpose::transpose_kernels(&mut typed).map_err(load_err)?;
     }
+    // Our vector kernels where the CPU runs one of their instruction sets (simd.rs); tract's
+    // operators elsewhere.
+    let isa = Isa::detect();
     // Strided depthwise convolutions of an NCHW plan go to `depthwise3x3` where it runs.
-    let strided_depthwise = !layout.channels_last && !avx512::available();
+    let strided_depthwise = !layout.channels_last && isa.is_none();
     grouped_conv::substitute(&mut typed, strided_depthwise).map_err(load_err)?;
     sibling_convs::merge(&mut typed).map_err(load_err)?;
     nearest_upsample::substitute(&mut typed).map_err(load_err)?;
     if layout.channels_last {
         // The recogniser's first layer, before it would turn channel-last (see rgb_conv3x3).
-        rgb_conv3x3::substitute(&mut typed).map_err(load_err)?;
+        if let Some(isa) = isa {
+            rgb_conv3x3::substitute(&mut typed, isa).map_err(load_err)?;
+        }
         channels_last(&mut typed).map_err(load_err)?;
     } else {
-        pointwise_conv::substitute(&mut typed).map_err(load_err)?;
+        if let Some(isa) = isa {
+            pointwise_conv::substitute(&mut typed, isa).map_err(load_err)?;
+        }
         // The widest depthwise layers run channel-last (faster there), the rest as ours.
         channel_last_depthwise::substitute(&mut typed).map_err(load_err)?;
-        depthwise3x3::substitute(&mut typed).map_err(load_err)?;
+        if let Some(isa) = isa {
+            depthwise3x3::substitute(&mut typed, isa).map_err(load_err)?;
+        }
     }
     typed
         .into_optimized()

@@ -2,12 +2,13 @@
 //! tract runs a 1x1 convolution as a matrix product whose operand it first packs; with 16 to 72
 //! input channels over large maps the packing costs about as much as the product. SCRFD's first
 //! layers (16 -> 16 channels at 320x320: tract 1.25 ms with packing, onnxruntime 0.28) are
-//! where tract lost most. Here each output value is one multiply-add per input channel, 32
-//! pixels by 8 output channels at a time in AVX-512 registers, read straight from the input
-//! planes. On SCRFD at 640x640 (minimum of 30 runs, three alternated pairs): tract's products
-//! and packing 12.4 ms -> 7.1 ms + 2.8 ms here, detector 19.2-21.2 -> 16.8-18.0 ms. With more
-//! input channels it lost (all of SCRFD's 1x1 layers, up to 288 channels: 24 ms), hence
-//! [`MAX_IN_CHANNELS`]. CPUs without AVX-512 keep tract's.
+//! where tract lost most. Here each output value is one multiply-add per input channel, a block
+//! of pixels by output channels at a time in registers (AVX-512: 32 x 8; AVX2: 24 x 4, see
+//! `simd.rs`), read straight from the input planes. On SCRFD at 640x640 (minimum of 30 runs,
+//! three alternated pairs, AVX-512 on Zen 5): tract's products and packing 12.4 ms -> 7.1 ms
+//! plus 2.8 ms here, detector 19.2-21.2 -> 16.8-18.0 ms; AVX2 on Zen 3: products and packing
+//! 22.9 ms -> 13.3 ms plus 6.9 ms here. With more input channels it lost (all of SCRFD's 1x1 layers,
+//! up to 288 channels: 24 ms), hence [`MAX_IN_CHANNELS`].
 //!
 //! tract's decluttering turns a 1x1 convolution into an `EinSum` (`NIHW,OI->OHW` or
 //! `IHW,OI->OHW`: input planes by a constant `[O, I]` matrix), an `Add` of the bias and, for a
@@ -18,15 +19,12 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::avx512::available;
 use super::rewrite::{map_f32, only_reader_with_constant, relu_after};
+use super::simd::{Isa, Kernel, Simd};
 
 /// Beyond this tract's matrix product is faster (measured on SCRFD: 48 -> 80 gained 0.7-1.3 ms,
 /// 160 lost 0.8 ms).
 pub(crate) const MAX_IN_CHANNELS: usize = 80;
-
-/// Output channels computed together: each input value loaded is used this many times.
-const ROWS: usize = 8;
 
 /// `out[o, p] = bias[o] + sum over i of weights[o, i] * input[i, p]`, then `max(0, .)` if `relu`.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +37,8 @@ pub(crate) struct PointwiseConv {
     pub relu: bool,
     /// The input has a batch axis (of 1) before the channels; the output never has.
     pub batch_axis: bool,
+    /// What the kernel is compiled for; the CPU supports it.
+    pub isa: Isa,
 }
 
 impl Eq for PointwiseConv {}
@@ -67,24 +67,23 @@ impl PointwiseConv {
         ensure!(
             input.len() == self.in_channels * pixels && out.len() == self.out_channels * pixels
         );
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            let (whole, rows) = (pixels / PIXELS * PIXELS, self.out_channels / ROWS * ROWS);
-            for t0 in (0..whole).step_by(TILE) {
-                for o in (0..rows).step_by(ROWS) {
-                    for p0 in (t0..whole.min(t0 + TILE)).step_by(PIXELS) {
-                        // Safety: AVX-512F is present (`available`); the block lies inside both
-                        // slices: p0 + PIXELS <= pixels and o + ROWS <= out_channels, lengths
-                        // checked above.
-                        unsafe { block_avx512(self, input, out, pixels, p0, o) };
-                    }
-                }
-            }
-            self.scalar(input, out, pixels, 0..whole, rows..self.out_channels);
-            self.scalar(input, out, pixels, whole..pixels, 0..self.out_channels);
-            return Ok(());
-        }
-        self.scalar(input, out, pixels, 0..pixels, 0..self.out_channels);
+        ensure!(self.isa.supported(), "{:?} is not supported here", self.isa);
+        let (rows, pixels_per_block) = block_shape(self.isa);
+        let whole = pixels / pixels_per_block * pixels_per_block;
+        let whole_rows = self.out_channels / rows * rows;
+        let tiles = Tiles {
+            op: self,
+            input,
+            out: &mut *out,
+            pixels,
+            whole,
+            whole_rows,
+        };
+        // Safety: the CPU supports the instruction set (checked above); the slices' lengths
+        // were checked above, `whole` and `whole_rows` are whole blocks of `block_shape`.
+        unsafe { self.isa.run(tiles) };
+        self.scalar(input, out, pixels, 0..whole, whole_rows..self.out_channels);
+        self.scalar(input, out, pixels, whole..pixels, 0..self.out_channels);
         Ok(())
     }
 
@@ -110,24 +109,72 @@ impl PointwiseConv {
     }
 }
 
-/// Pixels per block: two 16-lane registers per output channel.
-const PIXELS: usize = 32;
+/// Output channels and pixels of one block: as many accumulators as registers allow beside the
+/// input vectors and a weight (AVX-512: 8 x 2 vectors of 32 registers; AVX2: 4 x 3 of 16, each
+/// input vector loaded used 4 times).
+fn block_shape(isa: Isa) -> (usize, usize) {
+    match isa {
+        Isa::Avx512 => (8, 2 * isa.lanes()),
+        Isa::Avx2 => (4, 3 * isa.lanes()),
+    }
+}
 
-/// Pixels per tile: all output channels of a tile are done before the next, so the tile's input
-/// (at most 80 channels x 256 x 4 bytes) is read from cache by every group of output channels
-/// and each output plane is written in runs of 256. Against one block at a time: 0.15-0.3 ms
-/// less over SCRFD's layers (minimum of 30 runs, alternated).
-const TILE: usize = 8 * PIXELS;
+/// Blocks per tile: all output channels of a tile are done before the next, so the tile's input
+/// (at most 80 channels x 256 pixels x 4 bytes with AVX-512) is read from cache by every group
+/// of output channels and each output plane is written in runs of a tile. Against one block at
+/// a time: 0.15-0.3 ms less over SCRFD's layers (minimum of 30 runs, alternated, AVX-512).
+const TILE_BLOCKS: usize = 8;
 
-/// Output channels `o..o + ROWS` for pixels `p0..p0 + PIXELS`: 16 accumulators in registers,
-/// each input value loaded once and multiplied by [`ROWS`] weights.
+/// Every whole block: pixels `0..whole` of output channels `0..whole_rows`.
+struct Tiles<'a> {
+    op: &'a PointwiseConv,
+    input: &'a [f32],
+    out: &'a mut [f32],
+    pixels: usize,
+    whole: usize,
+    whole_rows: usize,
+}
+
+impl Kernel for Tiles<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        if S::LANES >= 16 {
+            self.blocks::<S, 8, 2>();
+        } else {
+            self.blocks::<S, 4, 3>();
+        }
+    }
+}
+
+impl Tiles<'_> {
+    /// # Safety
+    /// Runs only where `S` does; `(ROWS, REGS * S::LANES)` is `block_shape` of the op's
+    /// instruction set, and the lengths are those `PointwiseConv::run` checks.
+    #[inline(always)]
+    unsafe fn blocks<S: Simd, const ROWS: usize, const REGS: usize>(self) {
+        let block = REGS * S::LANES;
+        let tile = TILE_BLOCKS * block;
+        for t0 in (0..self.whole).step_by(tile) {
+            for o in (0..self.whole_rows).step_by(ROWS) {
+                for p0 in (t0..self.whole.min(t0 + tile)).step_by(block) {
+                    block_of::<S, ROWS, REGS>(self.op, self.input, self.out, self.pixels, p0, o);
+                }
+            }
+        }
+    }
+}
+
+/// Output channels `o..o + ROWS` for pixels `p0..p0 + REGS * S::LANES`: `ROWS x REGS`
+/// accumulators in registers, each input vector loaded once and multiplied by `ROWS` weights.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `p0 + PIXELS <= pixels`, `o + ROWS <= out_channels`, `input` holds
-/// `in_channels * pixels` values and `out` `out_channels * pixels`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn block_avx512(
+/// Runs only where `S` does; the block lies inside the map: `p0 + REGS * S::LANES <= pixels`,
+/// `o + ROWS <= out_channels`, `input` holds `in_channels * pixels` values and `out`
+/// `out_channels * pixels`.
+#[inline(always)]
+unsafe fn block_of<S: Simd, const ROWS: usize, const REGS: usize>(
     op: &PointwiseConv,
     input: &[f32],
     out: &mut [f32],
@@ -135,34 +182,40 @@ unsafe fn block_avx512(
     p0: usize,
     o: usize,
 ) {
-    use std::arch::x86_64::*;
     let cin = op.in_channels;
-    let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+    let mut acc = [[S::zero(); REGS]; ROWS];
     for (r, row) in acc.iter_mut().enumerate() {
-        let b = _mm512_set1_ps(op.bias[o + r]);
-        *row = [b, b];
+        *row = [S::splat(op.bias[o + r]); REGS];
     }
-    let x = input.as_ptr().add(p0);
-    let w = op.weights.as_ptr().add(o * cin);
+    // No index products, raw-pointer reads or unproven indexing in this loop: the dev profile
+    // checks each (overflow, alignment, null), which cost as much as the arithmetic (AVX2
+    // detector 1x1 layers 12.0 ms with them, 6.6 without). Each row's weights are a slice of
+    // exactly `cin` values, so `row[i]` needs no bounds check.
+    let mut weights = [&op.weights[..0]; ROWS];
+    for (r, w) in weights.iter_mut().enumerate() {
+        *w = &op.weights[(o + r) * cin..][..cin];
+    }
+    let mut x = input.as_ptr().wrapping_add(p0);
     for i in 0..cin {
-        let xi = x.add(i * pixels);
-        let (x0, x1) = (_mm512_loadu_ps(xi), _mm512_loadu_ps(xi.add(16)));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let wv = _mm512_set1_ps(*w.add(r * cin + i));
-            row[0] = _mm512_fmadd_ps(x0, wv, row[0]);
-            row[1] = _mm512_fmadd_ps(x1, wv, row[1]);
+        let mut xv = [S::zero(); REGS];
+        for (j, v) in xv.iter_mut().enumerate() {
+            *v = S::load(x.wrapping_add(j * S::LANES));
+        }
+        x = x.wrapping_add(pixels);
+        for (row, w) in acc.iter_mut().zip(&weights) {
+            let wv = S::splat(w[i]);
+            for (a, v) in row.iter_mut().zip(&xv) {
+                *a = S::fmadd(*v, wv, *a);
+            }
         }
     }
-    let zero = _mm512_setzero_ps();
+    let zero = S::zero();
     for (r, row) in acc.iter().enumerate() {
-        let dst = out.as_mut_ptr().add((o + r) * pixels + p0);
-        let (a, b) = if op.relu {
-            (_mm512_max_ps(row[0], zero), _mm512_max_ps(row[1], zero))
-        } else {
-            (row[0], row[1])
-        };
-        _mm512_storeu_ps(dst, a);
-        _mm512_storeu_ps(dst.add(16), b);
+        let dst = out.as_mut_ptr().wrapping_add((o + r) * pixels + p0);
+        for (j, a) in row.iter().enumerate() {
+            let v = if op.relu { S::max(*a, zero) } else { *a };
+            S::store(dst.wrapping_add(j * S::LANES), v);
+        }
     }
 }
 
@@ -211,13 +264,10 @@ impl TypedOp for PointwiseConv {
 
 /// Replaces every 1x1 convolution of `model` that [`PointwiseConv`] handles, with its bias and
 /// ReLU; returns how many.
-pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     let mut replaced = 0;
-    if !available() {
-        return Ok(0);
-    }
     for id in model.eval_order()? {
-        let Some((op, last)) = pointwise_conv_at(model, id)? else {
+        let Some((op, last)) = pointwise_conv_at(model, id, isa)? else {
             continue;
         };
         let node = &model.nodes[id];
@@ -233,7 +283,11 @@ pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
 
 /// The op for a 1x1 convolution's `EinSum` at node `id`, and the last node it replaces (the
 /// `EinSum`, its bias `Add` or the ReLU after).
-fn pointwise_conv_at(model: &TypedModel, id: usize) -> TractResult<Option<(PointwiseConv, usize)>> {
+fn pointwise_conv_at(
+    model: &TypedModel,
+    id: usize,
+    isa: Isa,
+) -> TractResult<Option<(PointwiseConv, usize)>> {
     let node = model.node(id);
     let Some(einsum) = node.op_as::<EinSum>() else {
         return Ok(None);
@@ -296,6 +350,7 @@ fn pointwise_conv_at(model: &TypedModel, id: usize) -> TractResult<Option<(Point
         bias: Arc::new(bias),
         relu: relu.is_some(),
         batch_axis,
+        isa,
     };
     Ok(Some((op, last)))
 }
@@ -306,7 +361,7 @@ mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
-    fn op(cin: usize, cout: usize, relu: bool) -> PointwiseConv {
+    fn op(cin: usize, cout: usize, relu: bool, isa: Isa) -> PointwiseConv {
         PointwiseConv {
             in_channels: cin,
             out_channels: cout,
@@ -314,15 +369,24 @@ mod tests {
             bias: Arc::new(values(cout, 2)),
             relu,
             batch_axis: false,
+            isa,
         }
     }
 
     #[test]
     fn matches_the_definition_inside_and_outside_whole_blocks() {
-        // Pixels: whole blocks of 32 and a tail; output channels: blocks of 8 and a tail.
-        for (cin, cout, pixels, relu) in [(16, 16, 64, true), (5, 11, 70, false), (40, 8, 33, true)]
+        // Pixels: whole blocks of 24 and 32 and a tail; output channels: blocks of 4 and 8 and
+        // a tail; for every instruction set this CPU runs.
+        let cases = [
+            (16, 16, 64, true),
+            (5, 11, 70, false),
+            (40, 8, 33, true),
+            (7, 6, 48, false),
+        ];
+        for (isa, (cin, cout, pixels, relu)) in
+            Isa::supported_all().flat_map(|isa| cases.into_iter().map(move |case| (isa, case)))
         {
-            let op = op(cin, cout, relu);
+            let op = op(cin, cout, relu, isa);
             let input = values(cin * pixels, 3);
             let mut got = vec![f32::NAN; cout * pixels];
             op.run(&input, &mut got, pixels).unwrap();
@@ -372,23 +436,21 @@ mod tests {
         let model = three_convs().into_decluttered().unwrap();
         let input = tvec!(tensor(&[1, 16, 9, 7], 8).into_tvalue());
         let want = run(model.clone(), input.clone()).remove(0);
-        let mut ours = model;
-        let replaced = substitute(&mut ours).unwrap();
-        if !available() {
-            assert_eq!(replaced, 0, "no fast kernel, no substitution");
-            return;
+        for isa in Isa::supported_all() {
+            let mut ours = model.clone();
+            assert_eq!(
+                substitute(&mut ours, isa).unwrap(),
+                2,
+                "the first two; 96 input channels stay with tract"
+            );
+            let fused: Vec<bool> = ours
+                .nodes
+                .iter()
+                .filter_map(|n| n.op_as::<PointwiseConv>().map(|op| op.relu))
+                .collect();
+            assert_eq!(fused, [true, false]);
+            let got = run(ours, input.clone()).remove(0);
+            want.close_enough(&got, true).unwrap();
         }
-        assert_eq!(
-            replaced, 2,
-            "the first two; 96 input channels stay with tract"
-        );
-        let fused: Vec<bool> = ours
-            .nodes
-            .iter()
-            .filter_map(|n| n.op_as::<PointwiseConv>().map(|op| op.relu))
-            .collect();
-        assert_eq!(fused, [true, false]);
-        let got = run(ours, input).remove(0);
-        want.close_enough(&got, true).unwrap();
     }
 }

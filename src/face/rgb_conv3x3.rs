@@ -1,10 +1,10 @@
-//! A network's first layer, a 3x3 convolution of the RGB input, in AVX-512: 16 output columns
-//! of 8 output channels at a time, each of the 27 input vectors (masked loads, every other
-//! column for stride 2, as in `depthwise3x3`) multiplied into 8 accumulators held in registers;
-//! a ReLU after it is fused.
+//! A network's first layer, a 3x3 convolution of the RGB input, in AVX-512 or AVX2
+//! (`simd.rs`): one vector of output columns (16 or 8) of 8 output channels at a time, each of
+//! the 27 input vectors (masked loads, every other column for stride 2, as in `depthwise3x3`)
+//! multiplied into 8 accumulators held in registers; a ReLU after it is fused.
 //!
 //! Used for the recogniser (3 -> 128 channels, stride 2, at 112x112): tract 0.35-0.44 ms,
-//! here 0.22-0.24 (onnxruntime 0.14); the recogniser took 0.04-0.57 ms less in each of six
+//! here 0.22-0.24 (onnxruntime 0.14; AVX-512 on Zen 5); the recogniser took 0.04-0.57 ms less in each of six
 //! alternated pairs (minimum of 30 runs). Its output goes to the grouped convolution, which
 //! reads NCHW too.
 //! The detector's first layer (3 -> 16 at 640x640) also ran faster here (1.5-1.7 -> 0.85-1.0
@@ -14,17 +14,15 @@
 //! [`substitute`] swaps it in for every convolution of a decluttered model with at most
 //! [`MAX_IN_CHANNELS`] input channels, a multiple of 8 output channels, one group, 3x3, stride 1
 //! or 2 on both axes, padding 1 before, (N)CHW, f32, constant kernel and bias, absorbing a ReLU
-//! that is its only reader. Only where AVX-512 is present (`avx512.rs`).
+//! that is its only reader.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
-use super::avx512::available;
 use super::rewrite::{constant_kernel_and_bias, map_f32};
-use super::window3x3::{self, ColumnBlocks, Window3x3};
-#[cfg(target_arch = "x86_64")]
-use super::window3x3::{lanes, load_columns};
+use super::simd::{Isa, Kernel, Simd};
+use super::window3x3::{self, load_columns, store_columns, ColumnBlocks, Tap, Window3x3};
 
 /// An image's channels, not a feature map's.
 pub(crate) const MAX_IN_CHANNELS: usize = 4;
@@ -47,6 +45,8 @@ pub(crate) struct RgbConv3x3 {
     pub grouped: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
     pub relu: bool,
+    /// What the kernel is compiled for; the CPU supports it.
+    pub isa: Isa,
 }
 
 impl Eq for RgbConv3x3 {}
@@ -58,6 +58,7 @@ impl RgbConv3x3 {
         window: Window3x3,
         weights: Vec<f32>,
         bias: Vec<f32>,
+        isa: Isa,
     ) -> RgbConv3x3 {
         let taps = in_channels * 9;
         let grouped = (0..out_channels / GROUP)
@@ -72,6 +73,7 @@ impl RgbConv3x3 {
             grouped: Arc::new(grouped),
             bias: Arc::new(bias),
             relu: false,
+            isa,
         }
     }
 }
@@ -83,8 +85,8 @@ impl Op for RgbConv3x3 {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "in {} out {} stride {} relu {}",
-            self.in_channels, self.out_channels, self.window.stride, self.relu
+            "in {} out {} stride {} relu {} {:?}",
+            self.in_channels, self.out_channels, self.window.stride, self.relu, self.isa
         )])
     }
 
@@ -102,16 +104,23 @@ impl EvalOp for RgbConv3x3 {
         // Every value is written below (each output row, column block and channel group).
         let shape = self.window.output_shape(self.out_channels, [oh, ow]);
         let output = map_f32(&input, &shape, |src, dst| {
-            ensure!(src.len() == self.in_channels * h * w);
-            ensure!(available(), "3x3 convolution needs AVX-512");
-            let columns = ColumnBlocks::new(w, ow, self.window.stride);
-            #[cfg(target_arch = "x86_64")]
-            for y in 0..oh {
-                // Safety: AVX-512F is present (checked above); `src` is in_channels x h x w and
-                // `dst` out_channels x oh x ow (checked above and by construction), `columns`
-                // was made for w, ow and the stride.
-                unsafe { row_avx512(self, src, [h, w], dst, [oh, ow], y, &columns) };
-            }
+            ensure!(
+                src.len() == self.in_channels * h * w && dst.len() == self.out_channels * oh * ow
+            );
+            ensure!(self.isa.supported(), "{:?} is not supported here", self.isa);
+            let columns = ColumnBlocks::new(w, ow, self.window.stride, self.isa.lanes());
+            let rows = Rows {
+                op: self,
+                input: src,
+                hw: [h, w],
+                out: dst,
+                out_hw: [oh, ow],
+                columns: &columns,
+            };
+            // Safety: the CPU supports the instruction set (checked above); the slices' sizes
+            // were checked above, `out_channels` is a multiple of GROUP and `columns` was made
+            // for w, ow, the stride and the instruction set's lanes.
+            unsafe { self.isa.run(rows) };
             Ok(())
         })?;
         Ok(tvec!(output))
@@ -129,73 +138,105 @@ impl TypedOp for RgbConv3x3 {
     as_op!();
 }
 
+/// Every output row: `input` is `in_channels x h x w`, `out` `out_channels x oh x ow`.
+struct Rows<'a> {
+    op: &'a RgbConv3x3,
+    input: &'a [f32],
+    hw: [usize; 2],
+    out: &'a mut [f32],
+    out_hw: [usize; 2],
+    columns: &'a ColumnBlocks,
+}
+
+impl Kernel for Rows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        let taps = self.columns.taps::<S>();
+        for y in 0..self.out_hw[0] {
+            row::<S>(
+                self.op,
+                self.input,
+                self.hw,
+                self.out,
+                self.out_hw,
+                y,
+                &taps,
+            );
+        }
+    }
+}
+
 /// Output row `y`, every output channel.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `input.len() == in_channels * h * w`,
-/// `out.len() == out_channels * oh * ow`, `out_channels` is a multiple of [`GROUP`], `columns`
-/// was made for `w`, `ow` and the op's stride, and every output's window starts inside or one
-/// before the input.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn row_avx512(
+/// Runs only where `S` does; `input.len() == in_channels * h * w`,
+/// `out.len() == out_channels * oh * ow`, `out_channels` is a multiple of [`GROUP`], `taps`
+/// were made for `w`, `ow`, the op's stride and `S::LANES`, and every output's window starts
+/// inside or one before the input.
+#[inline(always)]
+unsafe fn row<S: Simd>(
     op: &RgbConv3x3,
     input: &[f32],
     [h, w]: [usize; 2],
     out: &mut [f32],
     [oh, ow]: [usize; 2],
     y: usize,
-    columns: &ColumnBlocks,
+    taps: &[[Tap<S>; 3]],
 ) {
-    use std::arch::x86_64::*;
     let s = op.window.stride;
     let cin = op.in_channels;
-    let zero = _mm512_setzero_ps();
+    let zero = S::zero();
     let grouped = op.grouped.as_ptr();
     // Input rows of the three kernel rows per input channel, null outside the map.
     let mut rows = [[std::ptr::null::<f32>(); 3]; MAX_IN_CHANNELS];
     for (i, channel_rows) in rows.iter_mut().enumerate().take(cin) {
         for (dy, row) in channel_rows.iter_mut().enumerate() {
             if let Some(iy) = (y * s + dy).checked_sub(1).filter(|&iy| iy < h) {
-                *row = input.as_ptr().add((i * h + iy) * w);
+                *row = input.as_ptr().wrapping_add((i * h + iy) * w);
             }
         }
     }
-    for (b, block) in columns.blocks.iter().enumerate() {
-        let x0 = b * 16;
-        let store = lanes(0, (ow - x0) as isize) as u16;
+    for (b, block) in taps.iter().enumerate() {
+        let x0 = b * S::LANES;
         for g in (0..op.out_channels).step_by(GROUP) {
             let mut acc = [zero; GROUP];
             for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_set1_ps(op.bias[g + r]);
+                *a = S::splat(op.bias[g + r]);
             }
             for (i, channel_rows) in rows.iter().enumerate().take(cin) {
                 for (dy, &row) in channel_rows.iter().enumerate() {
                     if row.is_null() {
                         continue;
                     }
-                    for (dx, &columns) in block.iter().enumerate() {
-                        let v = load_columns(row, columns, s);
+                    for (dx, tap) in block.iter().enumerate() {
+                        let v = load_columns::<S>(row, tap, s);
                         let tap = (i * 3 + dy) * 3 + dx;
-                        let k = grouped.add((g / GROUP * cin * 9 + tap) * GROUP);
+                        let k = grouped.wrapping_add((g / GROUP * cin * 9 + tap) * GROUP);
                         for (r, a) in acc.iter_mut().enumerate() {
-                            *a = _mm512_fmadd_ps(v, _mm512_set1_ps(*k.add(r)), *a);
+                            *a = S::fmadd(v, S::splat(*k.wrapping_add(r)), *a);
                         }
                     }
                 }
             }
             for (r, a) in acc.iter().enumerate() {
-                let v = if op.relu { _mm512_max_ps(*a, zero) } else { *a };
-                let dst = out.as_mut_ptr().add(((g + r) * oh + y) * ow + x0);
-                _mm512_mask_storeu_ps(dst, store, v);
+                let v = if op.relu { S::max(*a, zero) } else { *a };
+                let dst = out.as_mut_ptr().wrapping_add(((g + r) * oh + y) * ow + x0);
+                store_columns::<S>(dst, ow - x0, v);
             }
         }
     }
 }
 
 /// Replaces every convolution [`RgbConv3x3`] handles, with its ReLU; returns how many.
-pub(crate) fn substitute(model: &mut TypedModel) -> TractResult<usize> {
-    window3x3::substitute(model, "rgb-conv-3x3", rgb_conv_for, |op| op.relu = true)
+pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+    window3x3::substitute(
+        model,
+        "rgb-conv-3x3",
+        |model, node, conv, window| rgb_conv_for(model, node, conv, window, isa),
+        |op| op.relu = true,
+    )
 }
 
 fn rgb_conv_for(
@@ -203,6 +244,7 @@ fn rgb_conv_for(
     node: &TypedNode,
     conv: &Conv,
     window: Window3x3,
+    isa: Isa,
 ) -> TractResult<Option<RgbConv3x3>> {
     let (cin, cout) = (conv.input_channels(), conv.output_channels());
     if conv.group != 1 || cin > MAX_IN_CHANNELS || !cout.is_multiple_of(GROUP) {
@@ -212,7 +254,13 @@ fn rgb_conv_for(
     else {
         return Ok(None);
     };
-    Ok(Some(RgbConv3x3::new([cin, cout], window, weights, bias)))
+    Ok(Some(RgbConv3x3::new(
+        [cin, cout],
+        window,
+        weights,
+        bias,
+        isa,
+    )))
 }
 
 #[cfg(test)]
@@ -221,7 +269,14 @@ mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
-    fn op(cin: usize, cout: usize, stride: usize, pad_after: [usize; 2], relu: bool) -> RgbConv3x3 {
+    fn op(
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        pad_after: [usize; 2],
+        relu: bool,
+        isa: Isa,
+    ) -> RgbConv3x3 {
         let weights = values(cout * cin * 9, 1);
         let bias = values(cout, 2);
         RgbConv3x3 {
@@ -235,22 +290,25 @@ mod tests {
                 },
                 weights,
                 bias,
+                isa,
             )
         }
     }
 
     #[test]
     fn matches_the_definition_at_every_edge() {
-        if !available() {
-            return; // the op is never used without AVX-512
-        }
-        let cases = [
-            (op(3, 8, 2, [1, 1], true), [9, 33]),
-            (op(3, 16, 2, [0, 0], false), [8, 32]),
-            (op(1, 8, 1, [1, 1], false), [5, 17]),
-            (op(4, 8, 1, [1, 1], true), [6, 7]),
-        ];
-        for (op, [h, w]) in cases {
+        // Widths below, at and past one and two vectors of 8 and 16 columns, for every
+        // instruction set this CPU runs.
+        let cases = |isa| {
+            [
+                (op(3, 8, 2, [1, 1], true, isa), [9, 33]),
+                (op(3, 16, 2, [0, 0], false, isa), [8, 32]),
+                (op(1, 8, 1, [1, 1], false, isa), [5, 17]),
+                (op(4, 8, 1, [1, 1], true, isa), [6, 7]),
+                (op(3, 8, 2, [1, 1], false, isa), [4, 15]),
+            ]
+        };
+        for (op, [h, w]) in Isa::supported_all().flat_map(cases) {
             let input = values(op.in_channels * h * w, 3);
             let tensor = Tensor::from_shape(&[op.in_channels, h, w], &input).unwrap();
             let got = op
@@ -311,18 +369,15 @@ mod tests {
 
         let input = tvec!(tensor(&[1, 3, 14, 19], 8).into_tvalue());
         let want = run(model.clone(), input.clone()).remove(0);
-        let mut ours = model;
-        let replaced = substitute(&mut ours).unwrap();
-        if !available() {
-            assert_eq!(replaced, 0);
-            return;
+        for isa in Isa::supported_all() {
+            let mut ours = model.clone();
+            assert_eq!(substitute(&mut ours, isa).unwrap(), 1);
+            assert!(ours
+                .nodes
+                .iter()
+                .any(|n| n.op_as::<RgbConv3x3>().is_some_and(|op| op.relu)));
+            let got = run(ours, input.clone()).remove(0);
+            want.close_enough(&got, true).unwrap();
         }
-        assert_eq!(replaced, 1);
-        assert!(ours
-            .nodes
-            .iter()
-            .any(|n| n.op_as::<RgbConv3x3>().is_some_and(|op| op.relu)));
-        let got = run(ours, input).remove(0);
-        want.close_enough(&got, true).unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! What `depthwise3x3` and `rgb_conv3x3` share: the geometry of a 3x3 convolution padded by 1
 //! before, stride 1 or 2; recognising one in a decluttered model; the column masks and loads
-//! of their AVX-512 kernels; and swapping such convolutions, with the ReLU after them, for an
+//! of their kernels (one vector of output columns at a time); and swapping such convolutions, with the ReLU after them, for an
 //! operator of ours.
 
 use tract_onnx::prelude::*;
@@ -8,8 +8,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::avx512::available;
 use super::rewrite::relu_after;
+use super::simd::Simd;
 
 /// A 3x3 window, padded by 1 before the input on both axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,16 +111,12 @@ impl Window3x3 {
 
 /// Replaces every convolution for which `build` gives an operator (given its window), and the
 /// ReLU that is its only reader when `fuse_relu` takes one into the operator; returns how many.
-/// Leaves the model alone without AVX-512.
 pub(crate) fn substitute<O: TypedOp>(
     model: &mut TypedModel,
     name: &str,
     build: impl Fn(&TypedModel, &TypedNode, &Conv, Window3x3) -> TractResult<Option<O>>,
     fuse_relu: impl Fn(&mut O),
 ) -> TractResult<usize> {
-    if !available() {
-        return Ok(0);
-    }
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = &model.nodes[id];
@@ -157,51 +153,107 @@ pub(crate) fn lanes(lo: isize, hi: isize) -> u32 {
     upto(hi) & !upto(lo)
 }
 
-/// Per block of 16 output columns, per tap column `dx`: the lanes whose input columns lie in
-/// the row (bit j for the value at `first + j`, 32 lanes for stride 2), and `first`, the input
-/// column of the block's first output for that tap. The same for every row and channel.
+/// Per block of `lanes` output columns (one vector), per tap column `dx`: the lanes whose input
+/// columns lie in the row (bit j for the value at `first + j`, `2 * lanes` of them for stride
+/// 2), and `first`, the input column of the block's first output for that tap. The same for
+/// every row and channel.
 pub(crate) struct ColumnBlocks {
+    pub lanes: usize,
     pub blocks: Vec<[(u32, isize); 3]>,
 }
 
 impl ColumnBlocks {
-    pub fn new(w: usize, ow: usize, stride: usize) -> ColumnBlocks {
+    pub fn new(w: usize, ow: usize, stride: usize, lanes_per_block: usize) -> ColumnBlocks {
         let (w, s) = (w as isize, stride as isize);
         let blocks = (0..ow)
-            .step_by(16)
+            .step_by(lanes_per_block)
             .map(|x0| {
-                let n = (ow - x0).min(16) as isize;
+                let n = (ow - x0).min(lanes_per_block) as isize;
                 std::array::from_fn(|dx| {
                     let first = s * x0 as isize + dx as isize - 1;
                     (lanes(-first, (w - first).min(s * n)), first)
                 })
             })
             .collect();
-        ColumnBlocks { blocks }
+        ColumnBlocks {
+            lanes: lanes_per_block,
+            blocks,
+        }
+    }
+
+    /// The blocks' taps as masks of `S` (built once per run: AVX2 masks take a few
+    /// instructions each).
+    ///
+    /// # Safety
+    /// Runs only where `S` does; `S::LANES == self.lanes`.
+    #[inline(always)]
+    pub unsafe fn taps<S: Simd>(&self) -> Vec<[Tap<S>; 3]> {
+        debug_assert_eq!(self.lanes, S::LANES);
+        let mut taps = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            taps.push([Tap::new(block[0]), Tap::new(block[1]), Tap::new(block[2])]);
+        }
+        taps
     }
 }
 
-/// The 16 values of `row` one tap of a column block reads: contiguous for stride 1, every other
-/// of 32 for stride 2; zero where the mask says the column lies outside the row.
+/// One tap column of a column block: the lanes of the first and (stride 2) second vector that
+/// lie in the row, and the input column of the block's first output.
+pub(crate) struct Tap<S: Simd> {
+    pub lo: S::Mask,
+    pub hi: S::Mask,
+    pub first: isize,
+}
+
+impl<S: Simd> Tap<S> {
+    /// # Safety
+    /// Runs only where `S` does.
+    #[inline(always)]
+    unsafe fn new((bits, first): (u32, isize)) -> Self {
+        Tap {
+            lo: S::mask(bits),
+            hi: S::mask(bits >> S::LANES),
+            first,
+        }
+    }
+}
+
+impl<S: Simd> Clone for Tap<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S: Simd> Copy for Tap<S> {}
+
+/// The `S::LANES` values of `row` one tap of a column block reads: contiguous for stride 1,
+/// every other of `2 * S::LANES` for stride 2; zero where the tap's masks say the column lies
+/// outside the row.
 ///
 /// # Safety
-/// The CPU has AVX-512F; the lanes set in `valid` address values of `row`'s allocation.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub(crate) unsafe fn load_columns(
-    row: *const f32,
-    (valid, first): (u32, isize),
-    stride: usize,
-) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
-    let at = row.wrapping_offset(first);
+/// Runs only where `S` does; the lanes set in the masks address values of `row`'s allocation.
+#[inline(always)]
+pub(crate) unsafe fn load_columns<S: Simd>(row: *const f32, tap: &Tap<S>, stride: usize) -> S::F {
+    let at = row.wrapping_offset(tap.first);
     if stride == 1 {
-        _mm512_maskz_loadu_ps(valid as u16, at)
+        S::load_masked(at, tap.lo)
     } else {
-        let lo = _mm512_maskz_loadu_ps(valid as u16, at);
-        let hi = _mm512_maskz_loadu_ps((valid >> 16) as u16, at.wrapping_add(16));
-        _mm512_permutex2var_ps(lo, _mm512_loadu_si512(EVEN.as_ptr().cast()), hi)
+        let lo = S::load_masked(at, tap.lo);
+        let hi = S::load_masked(at.wrapping_add(S::LANES), tap.hi);
+        S::even(lo, hi)
+    }
+}
+
+/// Stores the first `n` lanes of `v` at `p`: a plain store for a whole vector (AVX2's masked
+/// store is microcoded on AMD, about ten times slower), a masked one for a row's last block.
+///
+/// # Safety
+/// Runs only where `S` does; `p` addresses `min(n, S::LANES)` writable values.
+#[inline(always)]
+pub(crate) unsafe fn store_columns<S: Simd>(p: *mut f32, n: usize, v: S::F) {
+    if n >= S::LANES {
+        S::store(p, v);
+    } else {
+        S::store_masked(p, S::mask(lanes(0, n as isize)), v);
     }
 }
