@@ -16,9 +16,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
-use super::rewrite::{constant_kernel_and_bias, map_f32};
-use super::simd::{Isa, Kernel, Simd};
-use super::window3x3::{self, load_columns, store_columns, ColumnBlocks, Tap, Window3x3};
+use super::rewrite::constant_kernel_and_bias;
+use super::simd::{Isa, Simd};
+use super::window3x3::{self, load_columns, store_columns, Maps, Tap, Window3x3, WindowKernel};
 
 /// `out[c, y, x] = bias[c] + sum over (dy, dx) of weights[c, dy, dx] *
 /// input[c, y * stride + dy - 1, x * stride + dx - 1]`, zero outside the input; then
@@ -57,27 +57,9 @@ impl EvalOp for Depthwise3x3 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let [h, w] = self.window.input_hw(input.shape(), self.channels)?;
-        let [oh, ow] = self.window.output_hw([h, w])?;
-        // Every value is written below (each plane, row and column block).
-        let shape = self.window.output_shape(self.channels, [oh, ow]);
-        let output = map_f32(&input, &shape, |src, dst| {
-            ensure!(src.len() == self.channels * h * w && dst.len() == self.channels * oh * ow);
-            ensure!(self.isa.supported(), "{:?} is not supported here", self.isa);
-            let columns = ColumnBlocks::new(w, ow, self.window.stride, self.isa.lanes());
-            let planes = Planes {
-                op: self,
-                src,
-                hw: [h, w],
-                dst,
-                out_hw: [oh, ow],
-                columns: &columns,
-            };
-            // Safety: the CPU supports the instruction set (checked above); the planes' sizes
-            // were checked above and `columns` made for them with the op's stride and lanes.
-            unsafe { self.isa.run(planes) };
-            Ok(())
-        })?;
+        let output = self
+            .window
+            .eval(self, self.isa, &input, [self.channels, self.channels])?;
         Ok(tvec!(output))
     }
 }
@@ -93,32 +75,19 @@ impl TypedOp for Depthwise3x3 {
     as_op!();
 }
 
-/// Every channel: `src` is `channels x h x w`, `dst` `channels x oh x ow`, `columns` made for
-/// `w`, `ow`, the op's stride and the instruction set's lanes.
-struct Planes<'a> {
-    op: &'a Depthwise3x3,
-    src: &'a [f32],
-    hw: [usize; 2],
-    dst: &'a mut [f32],
-    out_hw: [usize; 2],
-    columns: &'a ColumnBlocks,
-}
-
-impl Kernel for Planes<'_> {
-    type Output = ();
-
+impl WindowKernel for Depthwise3x3 {
+    /// Channel by channel.
     #[inline(always)]
-    unsafe fn run<S: Simd>(self) {
-        let [h, w] = self.hw;
-        let [oh, ow] = self.out_hw;
-        let taps = self.columns.taps::<S>();
-        for (c, (plane, out)) in self
-            .src
+    unsafe fn run<S: Simd>(&self, maps: Maps<'_, S>) {
+        let [h, w] = maps.hw;
+        let [oh, ow] = maps.out_hw;
+        for (c, (plane, out)) in maps
+            .input
             .chunks_exact(h * w)
-            .zip(self.dst.chunks_exact_mut(oh * ow))
+            .zip(maps.out.chunks_exact_mut(oh * ow))
             .enumerate()
         {
-            channel::<S>(self.op, c, plane, [h, w], out, [oh, ow], &taps);
+            channel::<S>(self, c, plane, [h, w], out, [oh, ow], maps.taps);
         }
     }
 }

@@ -20,9 +20,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
-use super::rewrite::{constant_kernel_and_bias, map_f32};
-use super::simd::{Isa, Kernel, Simd};
-use super::window3x3::{self, load_columns, store_columns, ColumnBlocks, Tap, Window3x3};
+use super::rewrite::constant_kernel_and_bias;
+use super::simd::{Isa, Simd};
+use super::window3x3::{self, load_columns, store_columns, Maps, Tap, Window3x3, WindowKernel};
 
 /// An image's channels, not a feature map's.
 pub(crate) const MAX_IN_CHANNELS: usize = 4;
@@ -98,31 +98,14 @@ impl EvalOp for RgbConv3x3 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let [h, w] = self.window.input_hw(input.shape(), self.in_channels)?;
-        let [oh, ow] = self.window.output_hw([h, w])?;
+        // The kernel writes every value (each output row, column block and channel group).
         ensure!(self.out_channels.is_multiple_of(GROUP));
-        // Every value is written below (each output row, column block and channel group).
-        let shape = self.window.output_shape(self.out_channels, [oh, ow]);
-        let output = map_f32(&input, &shape, |src, dst| {
-            ensure!(
-                src.len() == self.in_channels * h * w && dst.len() == self.out_channels * oh * ow
-            );
-            ensure!(self.isa.supported(), "{:?} is not supported here", self.isa);
-            let columns = ColumnBlocks::new(w, ow, self.window.stride, self.isa.lanes());
-            let rows = Rows {
-                op: self,
-                input: src,
-                hw: [h, w],
-                out: dst,
-                out_hw: [oh, ow],
-                columns: &columns,
-            };
-            // Safety: the CPU supports the instruction set (checked above); the slices' sizes
-            // were checked above, `out_channels` is a multiple of GROUP and `columns` was made
-            // for w, ow, the stride and the instruction set's lanes.
-            unsafe { self.isa.run(rows) };
-            Ok(())
-        })?;
+        let output = self.window.eval(
+            self,
+            self.isa,
+            &input,
+            [self.in_channels, self.out_channels],
+        )?;
         Ok(tvec!(output))
     }
 }
@@ -138,31 +121,19 @@ impl TypedOp for RgbConv3x3 {
     as_op!();
 }
 
-/// Every output row: `input` is `in_channels x h x w`, `out` `out_channels x oh x ow`.
-struct Rows<'a> {
-    op: &'a RgbConv3x3,
-    input: &'a [f32],
-    hw: [usize; 2],
-    out: &'a mut [f32],
-    out_hw: [usize; 2],
-    columns: &'a ColumnBlocks,
-}
-
-impl Kernel for Rows<'_> {
-    type Output = ();
-
+impl WindowKernel for RgbConv3x3 {
+    /// Row by row; `out_channels` is a multiple of [`GROUP`] (`eval` checks).
     #[inline(always)]
-    unsafe fn run<S: Simd>(self) {
-        let taps = self.columns.taps::<S>();
-        for y in 0..self.out_hw[0] {
+    unsafe fn run<S: Simd>(&self, maps: Maps<'_, S>) {
+        for y in 0..maps.out_hw[0] {
             row::<S>(
-                self.op,
-                self.input,
-                self.hw,
-                self.out,
-                self.out_hw,
+                self,
+                maps.input,
+                maps.hw,
+                maps.out,
+                maps.out_hw,
                 y,
-                &taps,
+                maps.taps,
             );
         }
     }

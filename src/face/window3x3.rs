@@ -1,6 +1,8 @@
 //! What `depthwise3x3` and `rgb_conv3x3` share: the geometry of a 3x3 convolution padded by 1
-//! before, stride 1 or 2; recognising one in a decluttered model; the column masks and loads
-//! of their kernels (one vector of output columns at a time); and swapping such convolutions, with the ReLU after them, for an
+//! before, stride 1 or 2; recognising one in a decluttered model; running an operator's kernel
+//! on a map ([`Window3x3::eval`]: checks, column masks, dispatch to the instruction set); the
+//! column loads and stores of their kernels (one vector of output columns at a time); and
+//! swapping such convolutions, with the ReLU after them, for an
 //! operator of ours.
 
 use tract_onnx::prelude::*;
@@ -8,8 +10,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::rewrite::relu_after;
-use super::simd::Simd;
+use super::rewrite::{map_f32, relu_after};
+use super::simd::{Isa, Kernel, Simd};
 
 /// A 3x3 window, padded by 1 before the input on both axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,6 +111,89 @@ impl Window3x3 {
     }
 }
 
+/// The maps one run of a 3x3 operator reads and writes, and the column taps of its rows.
+pub(crate) struct Maps<'a, S: Simd> {
+    /// `in_channels x h x w`.
+    pub input: &'a [f32],
+    pub hw: [usize; 2],
+    /// `out_channels x oh x ow`, uninitialised: the kernel writes every value.
+    pub out: &'a mut [f32],
+    pub out_hw: [usize; 2],
+    /// Per block of `S::LANES` output columns, made for `w`, `ow` and the window's stride.
+    pub taps: &'a [[Tap<S>; 3]],
+}
+
+/// A 3x3 operator's kernel over whole maps, written over [`Simd`]; `run` must be
+/// `#[inline(always)]` (see `simd.rs`).
+pub(crate) trait WindowKernel {
+    /// Writes every value of `maps.out`.
+    ///
+    /// # Safety
+    /// Runs only where `S` does; `maps` are as [`Maps`] says and every output's window starts
+    /// inside or one before the input, which [`Window3x3::output_hw`] ensures.
+    unsafe fn run<S: Simd>(&self, maps: Maps<'_, S>);
+}
+
+impl Window3x3 {
+    /// `op`'s kernel, compiled for `isa`, run on `input` (`channels[0]` channels) into a new map
+    /// of `channels[1]` channels.
+    pub fn eval<O: WindowKernel>(
+        &self,
+        op: &O,
+        isa: Isa,
+        input: &TValue,
+        [in_channels, out_channels]: [usize; 2],
+    ) -> TractResult<TValue> {
+        let [h, w] = self.input_hw(input.shape(), in_channels)?;
+        let [oh, ow] = self.output_hw([h, w])?;
+        let shape = self.output_shape(out_channels, [oh, ow]);
+        map_f32(input, &shape, |input, out| {
+            ensure!(input.len() == in_channels * h * w && out.len() == out_channels * oh * ow);
+            ensure!(isa.supported(), "{isa:?} is not supported here");
+            let columns = ColumnBlocks::new(w, ow, self.stride, isa.lanes());
+            let run = Run {
+                op,
+                columns: &columns,
+                input,
+                hw: [h, w],
+                out,
+                out_hw: [oh, ow],
+            };
+            // Safety: the CPU supports the instruction set (checked above); the maps' sizes
+            // were checked above and `columns` made for them with the stride and the lanes;
+            // `output_hw` made the output sizes.
+            unsafe { isa.run(run) };
+            Ok(())
+        })
+    }
+}
+
+/// [`WindowKernel::run`] with the taps of `columns` built for the instruction set.
+struct Run<'a, O> {
+    op: &'a O,
+    columns: &'a ColumnBlocks,
+    input: &'a [f32],
+    hw: [usize; 2],
+    out: &'a mut [f32],
+    out_hw: [usize; 2],
+}
+
+impl<O: WindowKernel> Kernel for Run<'_, O> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        let taps = self.columns.taps::<S>();
+        self.op.run::<S>(Maps {
+            input: self.input,
+            hw: self.hw,
+            out: self.out,
+            out_hw: self.out_hw,
+            taps: &taps,
+        });
+    }
+}
+
 /// Replaces every convolution for which `build` gives an operator (given its window), and the
 /// ReLU that is its only reader when `fuse_relu` takes one into the operator; returns how many.
 pub(crate) fn substitute<O: TypedOp>(
@@ -157,7 +242,7 @@ pub(crate) fn lanes(lo: isize, hi: isize) -> u32 {
 /// columns lie in the row (bit j for the value at `first + j`, `2 * lanes` of them for stride
 /// 2), and `first`, the input column of the block's first output for that tap. The same for
 /// every row and channel.
-pub(crate) struct ColumnBlocks {
+struct ColumnBlocks {
     pub lanes: usize,
     pub blocks: Vec<[(u32, isize); 3]>,
 }
