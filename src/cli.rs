@@ -127,6 +127,9 @@ pub enum Command {
         /// the time per operator kind and the slowest nodes.
         #[arg(long)]
         ops: bool,
+        /// How many of each model's slowest nodes `--ops` lists (0: every node).
+        #[arg(long, default_value_t = 15, requires = "ops")]
+        nodes: usize,
     },
 }
 

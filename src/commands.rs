@@ -203,7 +203,7 @@ pub async fn bench(
     images: &[PathBuf],
     repeats: usize,
     out: &Path,
-    ops: bool,
+    ops: Option<usize>,
 ) -> anyhow::Result<()> {
     let config = FaceConfig::from_env()?;
     let engine = crate::startup::load_engine(&config).await?;
@@ -228,10 +228,9 @@ pub async fn bench(
     let report = tokio::task::spawn_blocking(move || {
         let single = crate::face::bench::run_bench(&engine, &photos, repeats, 1)?;
         let dual = crate::face::bench::run_bench(&engine, &photos, repeats, 2)?;
-        let ops = if ops {
-            Some(engine.profile_ops(repeats)?)
-        } else {
-            None
+        let ops = match ops {
+            Some(nodes) => Some(engine.profile_ops(repeats, nodes)?),
+            None => None,
         };
         Ok::<_, crate::face::FaceError>(
             serde_json::json!({ "threads_1": single, "threads_2": dual, "ops": ops }),

@@ -52,7 +52,8 @@ async fn main() -> ExitCode {
             repeats,
             out,
             ops,
-        } => commands::bench(&images, repeats, &out, ops).await,
+            nodes,
+        } => commands::bench(&images, repeats, &out, ops.then_some(nodes)).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

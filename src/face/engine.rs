@@ -206,12 +206,14 @@ impl FaceEngine {
         self.embedder.dim()
     }
 
-    /// Per-operator timings of both models (one detector pass, one face), `runs` runs each.
-    pub fn profile_ops(&self, runs: usize) -> Result<OpsProfile, FaceError> {
-        Ok(OpsProfile {
-            detector: self.detector.profile(runs)?,
-            embedder: self.embedder.profile(runs)?,
-        })
+    /// Per-operator timings of both models (one detector pass, one face), `runs` runs each,
+    /// with the `nodes` slowest nodes of each (all of them if 0).
+    pub fn profile_ops(&self, runs: usize, nodes: usize) -> Result<OpsProfile, FaceError> {
+        let mut detector = self.detector.profile(runs)?;
+        let mut embedder = self.embedder.profile(runs)?;
+        detector.keep_slowest(nodes);
+        embedder.keep_slowest(nodes);
+        Ok(OpsProfile { detector, embedder })
     }
 
     pub fn decode_limits(&self) -> DecodeLimits {

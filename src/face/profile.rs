@@ -24,7 +24,7 @@ pub struct OpTime {
     pub share: f64,
 }
 
-/// One node of the plan among the slowest.
+/// One node of the plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeTime {
     pub node: String,
@@ -42,7 +42,17 @@ pub struct PlanProfile {
     /// The fastest run's sum.
     pub total_min_ms: f64,
     pub by_op: Vec<OpTime>,
+    /// Every node, slowest first, unless cut by [`PlanProfile::keep_slowest`].
     pub slowest_nodes: Vec<NodeTime>,
+}
+
+impl PlanProfile {
+    /// Keeps only the `n` slowest nodes (all of them if `n` is 0).
+    pub fn keep_slowest(&mut self, n: usize) {
+        if n > 0 {
+            self.slowest_nodes.truncate(n);
+        }
+    }
 }
 
 /// Runs `plan` `runs` times (after one warm-up run) on a fixed input in [-1, 1] and times every
@@ -127,7 +137,6 @@ pub(crate) fn profile_plan(
         .collect();
     by_op.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     nodes.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-    nodes.truncate(15);
     Ok(PlanProfile {
         input_shape: input_shape.to_vec(),
         runs,
