@@ -9,6 +9,7 @@
 pub mod align;
 pub mod bench;
 mod channel_last_depthwise;
+mod channel_last_pointwise;
 pub mod decode;
 mod depthwise3x3;
 pub mod detector;

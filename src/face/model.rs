@@ -10,8 +10,8 @@ use super::error::FaceError;
 use super::prelu::PreluExpansion;
 use super::simd::Isa;
 use super::{
-    channel_last_depthwise, depthwise3x3, grouped_conv, nearest_upsample, pointwise_conv,
-    rgb_conv3x3, sibling_convs, transpose,
+    channel_last_depthwise, channel_last_pointwise, depthwise3x3, grouped_conv, nearest_upsample,
+    pointwise_conv, rgb_conv3x3, sibling_convs, transpose,
 };
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
@@ -115,6 +115,9 @@ pub(crate) fn optimise(
             rgb_conv3x3::substitute(&mut typed, isa).map_err(load_err)?;
         }
         channels_last(&mut typed).map_err(load_err)?;
+        if let Some(isa) = isa {
+            channel_last_pointwise::substitute(&mut typed, isa).map_err(load_err)?;
+        }
     } else {
         if let Some(isa) = isa {
             pointwise_conv::substitute(&mut typed, isa).map_err(load_err)?;

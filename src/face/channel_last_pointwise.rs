@@ -1,0 +1,435 @@
+//! 1x1 convolutions of a channel-last plan (the recogniser) as one product without packing, in
+//! AVX-512 or AVX2 (`simd.rs`). After `model::channels_last` the recogniser's 1x1 convolutions
+//! are tract `EinSum`s that pack their input on every run and alternate between channel-first
+//! and channel-last outputs. Here each one takes and gives a channel-last map (`[H, W, C]`):
+//! a block of pixels by two vectors of output channels in registers, each input value
+//! broadcast once per block and multiplied by two vectors of a weight panel packed at load
+//! (`[out / panel][in][panel]`), the bias added. [`substitute`] wraps each op in moves to and
+//! from channel-last, which tract's optimiser folds away between convolutions as it does for
+//! the depthwise ones.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+
+use super::rewrite::{map_f32, only_reader_with_constant};
+use super::simd::{Isa, Kernel, Simd};
+
+/// `out[p, o] = bias[o] + sum over i of weights[o, i] * input[p, i]` over the pixels `p` of a
+/// channel-last map.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChannelLastPointwise {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// `[out_channels / panel, in_channels, panel]` with `panel` two vectors of the
+    /// instruction set: the weights of one block's output channels, input channel by channel.
+    pub panels: Arc<Vec<f32>>,
+    pub bias: Arc<Vec<f32>>,
+    /// What the kernel is compiled for; the CPU supports it.
+    pub isa: Isa,
+}
+
+impl Eq for ChannelLastPointwise {}
+
+impl ChannelLastPointwise {
+    /// `weights` `[out_channels, in_channels]`; None unless the output channels are whole
+    /// panels of `isa`.
+    pub fn new(weights: &[f32], bias: Vec<f32>, [cin, cout]: [usize; 2], isa: Isa) -> Option<Self> {
+        let panel = panel_width(isa);
+        if cout == 0 || cin == 0 || !cout.is_multiple_of(panel) || weights.len() != cin * cout {
+            return None;
+        }
+        let mut panels = Vec::with_capacity(cin * cout);
+        for o0 in (0..cout).step_by(panel) {
+            for i in 0..cin {
+                panels.extend((o0..o0 + panel).map(|o| weights[o * cin + i]));
+            }
+        }
+        Some(ChannelLastPointwise {
+            in_channels: cin,
+            out_channels: cout,
+            panels: Arc::new(panels),
+            bias: Arc::new(bias),
+            isa,
+        })
+    }
+
+    /// `input` `[pixels, in_channels]`, `out` `[pixels, out_channels]`.
+    fn run(&self, input: &[f32], out: &mut [f32], pixels: usize) -> TractResult<()> {
+        ensure!(
+            input.len() == pixels * self.in_channels
+                && out.len() == pixels * self.out_channels
+                && self.bias.len() == self.out_channels
+                && self.panels.len() == self.in_channels * self.out_channels
+                && self.out_channels.is_multiple_of(panel_width(self.isa))
+        );
+        ensure!(self.isa.supported(), "{:?} is not supported here", self.isa);
+        let blocks = Blocks {
+            op: self,
+            input,
+            out,
+            pixels,
+        };
+        // Safety: the CPU supports the instruction set and the lengths fit (checked above).
+        unsafe { self.isa.run(blocks) };
+        Ok(())
+    }
+
+    fn output_shape(&self, input: &[usize]) -> TractResult<TVec<usize>> {
+        let Some((&c, rest)) = input.split_last() else {
+            bail!("1x1 convolution on a scalar");
+        };
+        ensure!(
+            c == self.in_channels,
+            "channel-last 1x1 convolution expects {} channels last, got {input:?}",
+            self.in_channels
+        );
+        let mut shape: TVec<usize> = rest.into();
+        shape.push(self.out_channels);
+        Ok(shape)
+    }
+}
+
+/// Output channels per block: two vectors.
+fn panel_width(isa: Isa) -> usize {
+    2 * isa.lanes()
+}
+
+/// Pixels per block: accumulators for as many as the registers hold beside the two weight
+/// vectors and a broadcast input (AVX-512: 12 x 2 of 32 registers; AVX2: 6 x 2 of 16).
+const AVX512_PIXELS: usize = 12;
+const AVX2_PIXELS: usize = 6;
+
+struct Blocks<'a> {
+    op: &'a ChannelLastPointwise,
+    input: &'a [f32],
+    out: &'a mut [f32],
+    pixels: usize,
+}
+
+impl Kernel for Blocks<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: Simd>(self) {
+        if S::LANES >= 16 {
+            self.panels::<S, AVX512_PIXELS>();
+        } else {
+            self.panels::<S, AVX2_PIXELS>();
+        }
+    }
+}
+
+impl Blocks<'_> {
+    /// Panel by panel (its weights stay in cache), every pixel: blocks of `P`, then one at a
+    /// time.
+    ///
+    /// # Safety
+    /// Runs only where `S` does; the lengths are those `ChannelLastPointwise::run` checks.
+    #[inline(always)]
+    unsafe fn panels<S: Simd, const P: usize>(self) {
+        let op = self.op;
+        let width = 2 * S::LANES;
+        let whole = self.pixels / P * P;
+        for (b, panel) in op.panels.chunks_exact(op.in_channels * width).enumerate() {
+            let o = b * width;
+            for p0 in (0..whole).step_by(P) {
+                block::<S, P>(op, panel, self.input, self.out, p0, o);
+            }
+            for p0 in whole..self.pixels {
+                block::<S, 1>(op, panel, self.input, self.out, p0, o);
+            }
+        }
+    }
+}
+
+/// Pixels `p0..p0 + P`, output channels `o..o + 2 * S::LANES`.
+///
+/// # Safety
+/// Runs only where `S` does; `panel` is the panel of output channel `o` (`in_channels x 2 *
+/// S::LANES`), the block lies inside the map and the lengths are those
+/// `ChannelLastPointwise::run` checks.
+#[inline(always)]
+unsafe fn block<S: Simd, const P: usize>(
+    op: &ChannelLastPointwise,
+    panel: &[f32],
+    input: &[f32],
+    out: &mut [f32],
+    p0: usize,
+    o: usize,
+) {
+    let cin = op.in_channels;
+    let bias = op.bias.as_ptr().wrapping_add(o);
+    let (b0, b1) = (S::load(bias), S::load(bias.wrapping_add(S::LANES)));
+    let mut acc = [[b0, b1]; P];
+    // As in `pointwise_conv`: slices of exactly `cin` values, so `row[i]` needs no bounds check,
+    // and no raw-pointer dereference (the dev profile checks each).
+    let mut rows = [&input[..0]; P];
+    for (k, row) in rows.iter_mut().enumerate() {
+        *row = &input[(p0 + k) * cin..][..cin];
+    }
+    let mut w = panel.as_ptr();
+    for i in 0..cin {
+        let w0 = S::load(w);
+        let w1 = S::load(w.wrapping_add(S::LANES));
+        w = w.wrapping_add(2 * S::LANES);
+        for (a, row) in acc.iter_mut().zip(&rows) {
+            let x = S::splat(row[i]);
+            a[0] = S::fmadd(x, w0, a[0]);
+            a[1] = S::fmadd(x, w1, a[1]);
+        }
+    }
+    let cout = op.out_channels;
+    for (k, a) in acc.iter().enumerate() {
+        let dst = out.as_mut_ptr().wrapping_add((p0 + k) * cout + o);
+        S::store(dst, a[0]);
+        S::store(dst.wrapping_add(S::LANES), a[1]);
+    }
+}
+
+impl Op for ChannelLastPointwise {
+    fn name(&self) -> StaticName {
+        "ChannelLastPointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "in {} out {} {:?}",
+            self.in_channels, self.out_channels, self.isa
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ChannelLastPointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = self.output_shape(input.shape())?;
+        let pixels = input.len() / self.in_channels;
+        // `run` writes every value.
+        let output = map_f32(&input, &shape, |src, dst| self.run(src, dst, pixels))?;
+        Ok(tvec!(output))
+    }
+}
+
+impl TypedOp for ChannelLastPointwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let shape = inputs[0]
+            .shape
+            .as_concrete()
+            .ok_or_else(|| format_err!("1x1 convolution needs a concrete input shape"))?;
+        Ok(tvec!(f32::fact(self.output_shape(shape)?)))
+    }
+
+    as_op!();
+}
+
+/// Replaces every channel-first 1x1 convolution `EinSum` (`IHW,OI->OHW`, with or without a batch
+/// axis of 1 on either side) with
+/// a constant f32 kernel whose output channels are whole panels, with the bias `Add` after it,
+/// by a [`ChannelLastPointwise`] between moves to and from channel-last; returns how many.
+pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let Some((op, batch_axis, last)) = op_at(model, id, isa)? else {
+            continue;
+        };
+        let node = &model.nodes[id];
+        let name = node.name.clone();
+        let mut patch = TypedModelPatch::new("channel-last-pointwise");
+        let mut wire = patch.tap_model(model, node.inputs[0])?;
+        if batch_axis[0] {
+            wire = patch.wire_node(format!("{name}.no_batch"), AxisOp::Rm(0), &[wire])?[0];
+        }
+        wire = patch.wire_node(format!("{name}.hwc_in"), AxisOp::Move(0, 2), &[wire])?[0];
+        wire = patch.wire_node(&name, op, &[wire])?[0];
+        wire = patch.wire_node(format!("{name}.hwc_out"), AxisOp::Move(2, 0), &[wire])?[0];
+        if batch_axis[1] {
+            wire = patch.wire_node(format!("{name}.batch"), AxisOp::Add(0), &[wire])?[0];
+        }
+        patch.shunt_outside(model, last.into(), wire)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// The op for the `EinSum` at `id`, whether its input and its output have a batch axis, and the
+/// last node it replaces (the `EinSum` or its bias `Add`).
+fn op_at(
+    model: &TypedModel,
+    id: usize,
+    isa: Isa,
+) -> TractResult<Option<(ChannelLastPointwise, [bool; 2], usize)>> {
+    let node = model.node(id);
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    let batch_axis = match einsum.axes.to_string().as_str() {
+        "NIHW,OI->OHW" => [true, false],
+        "IHW,OI->OHW" => [false, false],
+        "NIHW,OI->NOHW" => [true, true],
+        "IHW,OI->NOHW" => [false, true],
+        _ => return Ok(None),
+    };
+    if einsum.q_params.is_some() || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let concrete = matches!(
+        (batch_axis[0], input.shape.as_concrete()),
+        (true, Some(&[1, _, _, _])) | (false, Some(&[_, _, _]))
+    );
+    let Some(kernel) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
+        return Ok(None);
+    };
+    let &[cout, cin] = kernel.shape() else {
+        return Ok(None);
+    };
+    if !concrete
+        || input.datum_type != f32::datum_type()
+        || kernel.datum_type() != f32::datum_type()
+    {
+        return Ok(None);
+    }
+    let weights: Vec<f32> = kernel
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect();
+    let mut last = id;
+    let mut bias = vec![0.0; cout];
+    if let Some((add, other)) = only_reader_with_constant(model, id, "Add")? {
+        // One value per output channel, on the channel axis (third from the end, as the output's
+        // with or without its batch axis).
+        let shape = other.shape();
+        let per_channel = shape.len() >= 3 && shape[shape.len() - 3] == cout && other.len() == cout;
+        if other.datum_type() == f32::datum_type() && per_channel {
+            bias = other
+                .to_plain_array_view::<f32>()?
+                .iter()
+                .copied()
+                .collect();
+            last = add;
+        }
+    }
+    Ok(
+        ChannelLastPointwise::new(&weights, bias, [cin, cout], isa)
+            .map(|op| (op, batch_axis, last)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::graph_testing::{conv, konst, run, run_counting_moves, tensor, values};
+    use super::super::model::channels_last;
+    use super::super::prelu::Prelu;
+    use super::*;
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+
+    #[test]
+    fn matches_the_definition_in_whole_blocks_and_single_pixels() {
+        // Pixels: whole blocks of 6 and 12 and single ones after them; output channels: one and
+        // several panels of 16 and 32.
+        let cases = [(3, 32, 1), (16, 64, 49), (128, 32, 15), (7, 96, 13)];
+        for (isa, (cin, cout, pixels)) in
+            Isa::supported_all().flat_map(|isa| cases.into_iter().map(move |case| (isa, case)))
+        {
+            let weights = values(cout * cin, 1);
+            let op = ChannelLastPointwise::new(&weights, values(cout, 2), [cin, cout], isa)
+                .expect("whole panels");
+            let input = values(pixels * cin, 3);
+            let mut got = vec![f32::NAN; pixels * cout];
+            op.run(&input, &mut got, pixels).unwrap();
+            for p in 0..pixels {
+                for o in 0..cout {
+                    let mut want = op.bias[o];
+                    for i in 0..cin {
+                        want += weights[o * cin + i] * input[p * cin + i];
+                    }
+                    let g = got[p * cout + o];
+                    assert!(
+                        (g - want).abs() < 1e-3,
+                        "{isa:?} ({cin}, {cout}) [{p}, {o}]: {g} vs {want}"
+                    );
+                }
+            }
+        }
+        let isa = Isa::supported_all()
+            .next()
+            .expect("tests run on AVX2 or AVX-512");
+        assert!(ChannelLastPointwise::new(&[0.0; 8 * 3], vec![0.0; 8], [3, 8], isa).is_none());
+    }
+
+    /// A MobileFaceNet residual block after a 1x1 layer: 1x1 expand -> PRelu -> depthwise 3x3
+    /// -> PRelu -> 1x1 project, added to the block's input, then another 1x1.
+    fn residual_block() -> TypedModel {
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact([1, 32, 9, 11])).unwrap();
+        let k = konst(&mut model, "ka", &[32, 32, 1, 1], 30);
+        let b = konst(&mut model, "ba", &[32], 31);
+        let op = conv(32, 32, 1, [1, 1], 1, 0, DataFormat::NCHW);
+        let x = model.wire_node("conva", op, &[source, k, b]).unwrap()[0];
+        let mut wire = x;
+        let layers = [
+            (
+                conv(32, 64, 1, [1, 1], 1, 0, DataFormat::NCHW),
+                [64, 32, 1, 1],
+                true,
+            ),
+            (
+                conv(64, 64, 64, [3, 3], 1, 1, DataFormat::NCHW),
+                [64, 1, 3, 3],
+                true,
+            ),
+            (
+                conv(64, 32, 1, [1, 1], 1, 0, DataFormat::NCHW),
+                [32, 64, 1, 1],
+                false,
+            ),
+        ];
+        for (i, (op, kernel, prelu)) in layers.into_iter().enumerate() {
+            let k = konst(&mut model, &format!("k{i}"), &kernel, i);
+            let b = konst(&mut model, &format!("b{i}"), &[kernel[0]], 10 + i);
+            wire = model
+                .wire_node(format!("conv{i}"), op, &[wire, k, b])
+                .unwrap()[0];
+            if prelu {
+                let slope = konst(&mut model, &format!("s{i}"), &[1, kernel[0], 1, 1], 20 + i);
+                wire = model
+                    .wire_node(format!("prelu{i}"), Prelu, &[wire, slope])
+                    .unwrap()[0];
+            }
+        }
+        let sum = model
+            .wire_node("add", tract_onnx::tract_core::ops::math::add(), &[x, wire])
+            .unwrap()[0];
+        let k = konst(&mut model, "k3", &[64, 32, 1, 1], 3);
+        let b = konst(&mut model, "b3", &[64], 13);
+        let op = conv(32, 64, 1, [1, 1], 1, 0, DataFormat::NCHW);
+        let out = model.wire_node("conv3", op, &[sum, k, b]).unwrap()[0];
+        model.select_output_outlets(&[out]).unwrap();
+        model.into_decluttered().unwrap()
+    }
+
+    #[test]
+    fn runs_the_1x1_layers_channel_last_with_moves_only_at_the_ends() {
+        let input = tvec!(tensor(&[1, 32, 9, 11], 7).into_tvalue());
+        let want = run(residual_block(), input.clone()).remove(0);
+        for isa in Isa::supported_all() {
+            let mut model = residual_block();
+            channels_last(&mut model).unwrap();
+            assert_eq!(
+                substitute(&mut model, isa).unwrap(),
+                4,
+                "the four 1x1 layers"
+            );
+            let (got, moves) = run_counting_moves(model, input.clone());
+            assert!(moves <= 2, "{isa:?}: {moves} axis moves left");
+            want.close_enough(&got[0], true).unwrap();
+        }
+    }
+}
