@@ -10,9 +10,8 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::einsum::EinSum;
 
-use super::rewrite::{map_f32, only_reader_with_constant};
+use super::rewrite::{channel_bias_after, einsum_1x1, map_f32};
 use super::simd::{Isa, Kernel, Simd};
 
 /// `out[p, o] = bias[o] + sum over i of weights[o, i] * input[p, i]` over the pixels `p` of a
@@ -264,61 +263,14 @@ fn op_at(
     id: usize,
     isa: Isa,
 ) -> TractResult<Option<(ChannelLastPointwise, [bool; 2], usize)>> {
-    let node = model.node(id);
-    let Some(einsum) = node.op_as::<EinSum>() else {
+    let Some(einsum) = einsum_1x1(model, id)? else {
         return Ok(None);
     };
-    let batch_axis = match einsum.axes.to_string().as_str() {
-        "NIHW,OI->OHW" => [true, false],
-        "IHW,OI->OHW" => [false, false],
-        "NIHW,OI->NOHW" => [true, true],
-        "IHW,OI->NOHW" => [false, true],
-        _ => return Ok(None),
-    };
-    if einsum.q_params.is_some() || node.inputs.len() != 2 {
-        return Ok(None);
-    }
-    let input = model.outlet_fact(node.inputs[0])?;
-    let concrete = matches!(
-        (batch_axis[0], input.shape.as_concrete()),
-        (true, Some(&[1, _, _, _])) | (false, Some(&[_, _, _]))
-    );
-    let Some(kernel) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
-        return Ok(None);
-    };
-    let &[cout, cin] = kernel.shape() else {
-        return Ok(None);
-    };
-    if !concrete
-        || input.datum_type != f32::datum_type()
-        || kernel.datum_type() != f32::datum_type()
-    {
-        return Ok(None);
-    }
-    let weights: Vec<f32> = kernel
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect();
-    let mut last = id;
-    let mut bias = vec![0.0; cout];
-    if let Some((add, other)) = only_reader_with_constant(model, id, "Add")? {
-        // One value per output channel, on the channel axis (third from the end, as the output's
-        // with or without its batch axis).
-        let shape = other.shape();
-        let per_channel = shape.len() >= 3 && shape[shape.len() - 3] == cout && other.len() == cout;
-        if other.datum_type() == f32::datum_type() && per_channel {
-            bias = other
-                .to_plain_array_view::<f32>()?
-                .iter()
-                .copied()
-                .collect();
-            last = add;
-        }
-    }
+    let (cin, cout) = (einsum.in_channels, einsum.out_channels);
+    let (bias, last) = channel_bias_after(model, id, cout)?.unwrap_or((vec![0.0; cout], id));
     Ok(
-        ChannelLastPointwise::new(&weights, bias, [cin, cout], isa)
-            .map(|op| (op, batch_axis, last)),
+        ChannelLastPointwise::new(&einsum.weights, bias, [cin, cout], isa)
+            .map(|op| (op, einsum.batch_axis, last)),
     )
 }
 

@@ -6,6 +6,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::einsum::EinSum;
 
 /// The f32 values of a convolution's constant kernel (inputs[1], of `kernel_shape`) and one bias
 /// per output channel (inputs[2]: none, a scalar or one per channel); None when either is not a
@@ -28,18 +29,23 @@ pub(crate) fn constant_kernel_and_bias(
     if kernel.shape() != kernel_shape || kernel.datum_type() != f32::datum_type() {
         return Ok(None);
     }
-    let weights = kernel
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect();
+    let weights = f32_values(&kernel)?;
     let bias = match bias.len() {
         0 => vec![0.0; out_channels],
         1 => vec![bias.cast_to_scalar::<f32>()?; out_channels],
-        n if n == out_channels => bias.to_plain_array_view::<f32>()?.iter().copied().collect(),
+        n if n == out_channels => f32_values(&bias)?,
         _ => return Ok(None),
     };
     Ok(Some((weights, bias)))
+}
+
+/// An f32 tensor's values in order.
+fn f32_values(tensor: &Tensor) -> TractResult<Vec<f32>> {
+    Ok(tensor
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
 }
 
 /// The binary op `name` that is the only reader of `id`'s output, not a model output, and whose
@@ -71,6 +77,86 @@ pub(crate) fn only_reader_with_constant(
         return Ok(None);
     }
     Ok(Some((next.id, konst)))
+}
+
+/// A 1x1 convolution as decluttered tract writes it: an f32 `EinSum` `IHW,OI->OHW` of a
+/// concrete map and a constant `[out, in]` kernel, with or without a batch axis of 1 on its
+/// input and on its output.
+pub(crate) struct Einsum1x1 {
+    /// Whether the input and the output have the batch axis.
+    pub batch_axis: [bool; 2],
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// `[out_channels, in_channels]`.
+    pub weights: Vec<f32>,
+}
+
+/// The 1x1 convolution at node `id`, if it is one.
+pub(crate) fn einsum_1x1(model: &TypedModel, id: usize) -> TractResult<Option<Einsum1x1>> {
+    let node = model.node(id);
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    let batch_axis = match einsum.axes.to_string().as_str() {
+        "NIHW,OI->OHW" => [true, false],
+        "IHW,OI->OHW" => [false, false],
+        "NIHW,OI->NOHW" => [true, true],
+        "IHW,OI->NOHW" => [false, true],
+        _ => return Ok(None),
+    };
+    if einsum.q_params.is_some() || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let concrete = matches!(
+        (batch_axis[0], input.shape.as_concrete()),
+        (true, Some(&[1, _, _, _])) | (false, Some(&[_, _, _]))
+    );
+    let Some(kernel) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
+        return Ok(None);
+    };
+    let &[cout, cin] = kernel.shape() else {
+        return Ok(None);
+    };
+    if !concrete
+        || input.datum_type != f32::datum_type()
+        || kernel.datum_type() != f32::datum_type()
+    {
+        return Ok(None);
+    }
+    let weights = f32_values(&kernel)?;
+    Ok(Some(Einsum1x1 {
+        batch_axis,
+        in_channels: cin,
+        out_channels: cout,
+        weights,
+    }))
+}
+
+/// The bias of a 1x1 convolution's output: the f32 `Add` that alone reads node `id` with a
+/// constant of one value per output channel on the channel axis (third from the end, as in
+/// `[out, 1, 1]` or `[1, out, 1, 1]`) or one value for all; its values per channel and its id.
+pub(crate) fn channel_bias_after(
+    model: &TypedModel,
+    id: usize,
+    out_channels: usize,
+) -> TractResult<Option<(Vec<f32>, usize)>> {
+    let Some((add, other)) = only_reader_with_constant(model, id, "Add")? else {
+        return Ok(None);
+    };
+    let shape = other.shape();
+    let per_channel =
+        other.len() == out_channels && shape.len() >= 3 && shape[shape.len() - 3] == out_channels;
+    if other.datum_type() != f32::datum_type() || !(per_channel || other.len() == 1) {
+        return Ok(None);
+    }
+    let values = f32_values(&other)?;
+    let bias = if per_channel {
+        values
+    } else {
+        vec![values[0]; out_channels]
+    };
+    Ok(Some((bias, add)))
 }
 
 /// The ReLU (`max(x, 0)`) that is the only reader of `id`'s output.
