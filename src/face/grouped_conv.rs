@@ -2,7 +2,8 @@
 //! - grouped but not depthwise: tract runs one matrix product per group; ArcFace
 //!   MobileFaceNet's second layer (3x3 over 128 channels at 56x56 in 64 groups of 2) becomes 64
 //!   products of 2 output rows each, which fill an eighth of the matrix kernel: 6.7-9 ms of the
-//!   recogniser's 25-33 ms per face (`facepass bench --ops`), well under a millisecond here;
+//!   recogniser's 25-33 ms per face (`facepass bench --ops`), well under a millisecond here
+//!   (0.8 ms on Zen 5; `rgb_conv3x3` takes that layer where AVX2 or AVX-512 runs: 0.4 ms);
 //! - depthwise with a stride, in an NCHW plan, where `depthwise3x3` cannot run (neither AVX2
 //!   nor AVX-512):
 //!   tract's depthwise loop along a row is vectorised only for stride 1. SCRFD's four 3x3

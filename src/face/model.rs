@@ -106,14 +106,16 @@ pub(crate) fn optimise(
     let isa = Isa::detect();
     // Strided depthwise convolutions of an NCHW plan go to `depthwise3x3` where it runs.
     let strided_depthwise = !layout.channels_last && isa.is_none();
+    if let (true, Some(isa)) = (layout.channels_last, isa) {
+        // The recogniser's first two layers (3x3 over RGB, then over 64 groups of 2 channels),
+        // before they would turn channel-last (see rgb_conv3x3); `grouped_conv` where neither
+        // instruction set runs.
+        rgb_conv3x3::substitute(&mut typed, isa).map_err(load_err)?;
+    }
     grouped_conv::substitute(&mut typed, strided_depthwise).map_err(load_err)?;
     sibling_convs::merge(&mut typed).map_err(load_err)?;
     nearest_upsample::substitute(&mut typed).map_err(load_err)?;
     if layout.channels_last {
-        // The recogniser's first layer, before it would turn channel-last (see rgb_conv3x3).
-        if let Some(isa) = isa {
-            rgb_conv3x3::substitute(&mut typed, isa).map_err(load_err)?;
-        }
         channels_last(&mut typed).map_err(load_err)?;
         if let Some(isa) = isa {
             channel_last_pointwise::substitute(&mut typed, isa).map_err(load_err)?;

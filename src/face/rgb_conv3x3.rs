@@ -1,20 +1,25 @@
-//! A network's first layer, a 3x3 convolution of the RGB input, in AVX-512 or AVX2
-//! (`simd.rs`): one vector of output columns (16 or 8) of 8 output channels at a time, each of
-//! the 27 input vectors (masked loads, every other column for stride 2, as in `depthwise3x3`)
-//! multiplied into 8 accumulators held in registers; a ReLU after it is fused.
+//! 3x3 convolutions over few input channels per group, in AVX-512 or AVX2 (`simd.rs`): a
+//! network's first layer (3x3 over RGB) and grouped ones of 2 to 4 input channels per group.
+//! One vector of output columns (16 or 8) of a block of output channels at a time (8, or fewer
+//! when a group has fewer), each of the group's input vectors (masked loads, every other column
+//! for stride 2, as in `depthwise3x3`) multiplied into the block's accumulators held in
+//! registers; a ReLU after it is fused.
 //!
-//! Used for the recogniser (3 -> 128 channels, stride 2, at 112x112): tract 0.35-0.44 ms,
-//! here 0.22-0.24 (onnxruntime 0.14; AVX-512 on Zen 5); the recogniser took 0.04-0.57 ms less in each of six
-//! alternated pairs (minimum of 30 runs). Its output goes to the grouped convolution, which
-//! reads NCHW too.
-//! The detector's first layer (3 -> 16 at 640x640) also ran faster here (1.5-1.7 -> 0.85-1.0
-//! ms), but the depthwise layer after it then ran 0.3-0.4 ms slower every time, for a reason not
-//! found, and the net was within the noise: the detector keeps tract's.
+//! Used for the recogniser's first layer (3 -> 128 channels, stride 2, at 112x112): tract
+//! 0.35-0.44 ms, here 0.22-0.24 (onnxruntime 0.14; AVX-512 on Zen 5); the recogniser took
+//! 0.04-0.57 ms less in each of six alternated pairs (minimum of 30 runs). And for its second,
+//! 3x3 over 128 channels at 56x56 in 64 groups of 2 (blocks of 2 output channels):
+//! `grouped_conv`'s direct loop 0.78-0.83 ms, here 0.37-0.45 (Zen 5, AVX-512). Both read NCHW,
+//! before the plan turns channel-last.
+//! The detector's first layer (3 -> 16 at 640x640) also ran faster here (1.5-1.9 -> 0.85-1.3
+//! ms), but the layers after it then ran slower, for a reason not found, and the net was within
+//! the noise (three sessions): the detector keeps tract's.
 //!
-//! [`substitute`] swaps it in for every convolution of a decluttered model with at most
-//! [`MAX_IN_CHANNELS`] input channels, a multiple of 8 output channels, one group, 3x3, stride 1
-//! or 2 on both axes, padding 1 before, (N)CHW, f32, constant kernel and bias, absorbing a ReLU
-//! that is its only reader.
+//! [`substitute`] swaps it in for every convolution of a decluttered model with one group of at
+//! most [`MAX_IN_CHANNELS`] input channels and a multiple of 8 output channels, or several
+//! groups of 2 to [`MAX_IN_CHANNELS`] input channels (not depthwise); 3x3, stride 1 or 2 on
+//! both axes, padding 1 before, (N)CHW, f32, constant kernel and bias, absorbing a ReLU that is
+//! its only reader.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -24,24 +29,30 @@ use super::rewrite::constant_kernel_and_bias;
 use super::simd::{Isa, Simd};
 use super::window3x3::{self, load_columns, store_columns, Maps, Tap, Window3x3, WindowKernel};
 
-/// An image's channels, not a feature map's.
+/// Input channels per group: an image's, or a narrow group's; not a feature map's.
 pub(crate) const MAX_IN_CHANNELS: usize = 4;
 
-/// Output channels computed together: each input vector loaded feeds this many accumulators.
+/// Output channels computed together: each input vector loaded feeds this many accumulators
+/// (fewer when a group has fewer output channels).
 const GROUP: usize = 8;
 
 /// `out[o, y, x] = bias[o] + sum over (i, dy, dx) of weights[o, i, dy, dx] *
-/// input[i, y * stride + dy - 1, x * stride + dx - 1]`, zero outside the input; then `max(0, .)`
-/// if `relu`.
+/// input[g * cpg + i, y * stride + dy - 1, x * stride + dx - 1]` for output channel `o` of
+/// convolution group `g` and the `cpg` input channels per group, zero outside the input; then
+/// `max(0, .)` if `relu`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RgbConv3x3 {
     pub in_channels: usize,
     pub out_channels: usize,
+    /// Convolution groups: 1 for an image's first layer.
+    pub groups: usize,
     pub window: Window3x3,
-    /// OIHW: `[out_channels, in_channels, 3, 3]`.
+    /// OIHW: `[out_channels, in_channels / groups, 3, 3]`.
     pub weights: Arc<Vec<f32>>,
-    /// The same, `[out_channels / GROUP, in_channels * 9, GROUP]`: a tap's weights for one group
-    /// of output channels side by side.
+    /// Output channels computed together ([`block_for`]).
+    pub block: usize,
+    /// The same, `[out_channels / block, in_channels / groups * 9, block]`: a tap's weights for
+    /// one block of output channels side by side.
     pub grouped: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
     pub relu: bool,
@@ -51,30 +62,52 @@ pub(crate) struct RgbConv3x3 {
 
 impl Eq for RgbConv3x3 {}
 
+/// Output channels per block for `per_group` output channels per convolution group: the most
+/// of 8, 4, 2 and 1 that divides it (a block stays inside one group).
+fn block_for(per_group: usize) -> usize {
+    [GROUP, 4, 2]
+        .into_iter()
+        .find(|&b| per_group.is_multiple_of(b))
+        .unwrap_or(1)
+}
+
 impl RgbConv3x3 {
-    /// `weights` OIHW, one bias per output channel; `out_channels` a multiple of [`GROUP`].
+    /// `weights` OIHW, one bias per output channel; `in_channels` and `out_channels` whole
+    /// multiples of `groups`, at most [`MAX_IN_CHANNELS`] input channels per group.
     fn new(
-        [in_channels, out_channels]: [usize; 2],
+        [in_channels, out_channels, groups]: [usize; 3],
         window: Window3x3,
         weights: Vec<f32>,
         bias: Vec<f32>,
         isa: Isa,
     ) -> RgbConv3x3 {
-        let taps = in_channels * 9;
-        let grouped = (0..out_channels / GROUP)
-            .flat_map(|g| (0..taps).flat_map(move |tap| (0..GROUP).map(move |r| (g, tap, r))))
-            .map(|(g, tap, r)| weights[(g * GROUP + r) * taps + tap])
+        let block = block_for(out_channels / groups);
+        let taps = in_channels / groups * 9;
+        let grouped = (0..out_channels / block)
+            .flat_map(|g| (0..taps).flat_map(move |tap| (0..block).map(move |r| (g, tap, r))))
+            .map(|(g, tap, r)| weights[(g * block + r) * taps + tap])
             .collect();
         RgbConv3x3 {
             in_channels,
             out_channels,
+            groups,
             window,
             weights: Arc::new(weights),
+            block,
             grouped: Arc::new(grouped),
             bias: Arc::new(bias),
             relu: false,
             isa,
         }
+    }
+
+    /// Whether the shape is one [`RgbConv3x3::new`] takes.
+    fn takes([in_channels, out_channels, groups]: [usize; 3]) -> bool {
+        groups > 0
+            && in_channels.is_multiple_of(groups)
+            && out_channels.is_multiple_of(groups)
+            && (1..=MAX_IN_CHANNELS).contains(&(in_channels / groups))
+            && out_channels > 0
     }
 }
 
@@ -85,8 +118,13 @@ impl Op for RgbConv3x3 {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "in {} out {} stride {} relu {} {:?}",
-            self.in_channels, self.out_channels, self.window.stride, self.relu, self.isa
+            "in {} out {} groups {} stride {} relu {} {:?}",
+            self.in_channels,
+            self.out_channels,
+            self.groups,
+            self.window.stride,
+            self.relu,
+            self.isa
         )])
     }
 
@@ -98,8 +136,14 @@ impl EvalOp for RgbConv3x3 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        // The kernel writes every value (each output row, column block and channel group).
-        ensure!(self.out_channels.is_multiple_of(GROUP));
+        // The kernel writes every value (each output row, column block and block of channels).
+        ensure!(
+            Self::takes([self.in_channels, self.out_channels, self.groups])
+                && (self.out_channels / self.groups).is_multiple_of(self.block)
+                && self.weights.len() == self.out_channels * self.in_channels / self.groups * 9
+                && self.grouped.len() == self.weights.len()
+                && self.bias.len() == self.out_channels
+        );
         let output = self.window.eval(
             self,
             self.isa,
@@ -122,80 +166,98 @@ impl TypedOp for RgbConv3x3 {
 }
 
 impl WindowKernel for RgbConv3x3 {
-    /// Row by row; `out_channels` is a multiple of [`GROUP`] (`eval` checks).
+    /// Row by row, block of output channels by block; the shape is one `new` takes (`eval`
+    /// checks).
     #[inline(always)]
     unsafe fn run<S: Simd>(&self, maps: Maps<'_, S>) {
-        for y in 0..maps.out_hw[0] {
-            row::<S>(
-                self,
-                maps.input,
-                maps.hw,
-                maps.out,
-                maps.out_hw,
-                y,
-                maps.taps,
-            );
+        match self.block {
+            GROUP => self.rows::<S, GROUP>(maps),
+            4 => self.rows::<S, 4>(maps),
+            2 => self.rows::<S, 2>(maps),
+            _ => self.rows::<S, 1>(maps),
         }
     }
 }
 
-/// Output row `y`, every output channel.
+impl RgbConv3x3 {
+    /// # Safety
+    /// As [`row`], with `B == self.block`.
+    #[inline(always)]
+    unsafe fn rows<S: Simd, const B: usize>(&self, maps: Maps<'_, S>) {
+        for y in 0..maps.out_hw[0] {
+            for o in (0..self.out_channels).step_by(B) {
+                row::<S, B>(
+                    self,
+                    maps.input,
+                    maps.hw,
+                    maps.out,
+                    maps.out_hw,
+                    [y, o],
+                    maps.taps,
+                );
+            }
+        }
+    }
+}
+
+/// Output row `y` of the `B` output channels from `o` (inside one convolution group).
 ///
 /// # Safety
 /// Runs only where `S` does; `input.len() == in_channels * h * w`,
-/// `out.len() == out_channels * oh * ow`, `out_channels` is a multiple of [`GROUP`], `taps`
-/// were made for `w`, `ow`, the op's stride and `S::LANES`, and every output's window starts
-/// inside or one before the input.
+/// `out.len() == out_channels * oh * ow`, `B` is the op's block and `o` a multiple of it below
+/// `out_channels`, the shape is one `RgbConv3x3::new` takes, `taps` were made for `w`, `ow`,
+/// the op's stride and `S::LANES`, and every output's window starts inside or one before the
+/// input.
 #[inline(always)]
-unsafe fn row<S: Simd>(
+unsafe fn row<S: Simd, const B: usize>(
     op: &RgbConv3x3,
     input: &[f32],
     [h, w]: [usize; 2],
     out: &mut [f32],
     [oh, ow]: [usize; 2],
-    y: usize,
+    [y, o]: [usize; 2],
     taps: &[[Tap<S>; 3]],
 ) {
     let s = op.window.stride;
-    let cin = op.in_channels;
+    let cin = op.in_channels / op.groups;
+    // The group's first input channel.
+    let first = o / (op.out_channels / op.groups) * cin;
     let zero = S::zero();
     let grouped = op.grouped.as_ptr();
-    // Input rows of the three kernel rows per input channel, null outside the map.
+    // Input rows of the three kernel rows per input channel of the group, null outside the map.
     let mut rows = [[std::ptr::null::<f32>(); 3]; MAX_IN_CHANNELS];
     for (i, channel_rows) in rows.iter_mut().enumerate().take(cin) {
         for (dy, row) in channel_rows.iter_mut().enumerate() {
             if let Some(iy) = (y * s + dy).checked_sub(1).filter(|&iy| iy < h) {
-                *row = input.as_ptr().wrapping_add((i * h + iy) * w);
+                *row = input.as_ptr().wrapping_add(((first + i) * h + iy) * w);
             }
         }
     }
     for (b, block) in taps.iter().enumerate() {
         let x0 = b * S::LANES;
-        for g in (0..op.out_channels).step_by(GROUP) {
-            let mut acc = [zero; GROUP];
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = S::splat(op.bias[g + r]);
-            }
-            for (i, channel_rows) in rows.iter().enumerate().take(cin) {
-                for (dy, &row) in channel_rows.iter().enumerate() {
-                    if row.is_null() {
-                        continue;
-                    }
-                    for (dx, tap) in block.iter().enumerate() {
-                        let v = load_columns::<S>(row, tap, s);
-                        let tap = (i * 3 + dy) * 3 + dx;
-                        let k = grouped.wrapping_add((g / GROUP * cin * 9 + tap) * GROUP);
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            *a = S::fmadd(v, S::splat(*k.wrapping_add(r)), *a);
-                        }
+        let mut acc = [zero; B];
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = S::splat(op.bias[o + r]);
+        }
+        for (i, channel_rows) in rows.iter().enumerate().take(cin) {
+            for (dy, &row) in channel_rows.iter().enumerate() {
+                if row.is_null() {
+                    continue;
+                }
+                for (dx, tap) in block.iter().enumerate() {
+                    let v = load_columns::<S>(row, tap, s);
+                    let tap = (i * 3 + dy) * 3 + dx;
+                    let k = grouped.wrapping_add((o / B * cin * 9 + tap) * B);
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a = S::fmadd(v, S::splat(*k.wrapping_add(r)), *a);
                     }
                 }
             }
-            for (r, a) in acc.iter().enumerate() {
-                let v = if op.relu { S::max(*a, zero) } else { *a };
-                let dst = out.as_mut_ptr().wrapping_add(((g + r) * oh + y) * ow + x0);
-                store_columns::<S>(dst, ow - x0, v);
-            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let v = if op.relu { S::max(*a, zero) } else { *a };
+            let dst = out.as_mut_ptr().wrapping_add(((o + r) * oh + y) * ow + x0);
+            store_columns::<S>(dst, ow - x0, v);
         }
     }
 }
@@ -217,21 +279,23 @@ fn rgb_conv_for(
     window: Window3x3,
     isa: Isa,
 ) -> TractResult<Option<RgbConv3x3>> {
-    let (cin, cout) = (conv.input_channels(), conv.output_channels());
-    if conv.group != 1 || cin > MAX_IN_CHANNELS || !cout.is_multiple_of(GROUP) {
+    let (cin, cout, groups) = (conv.input_channels(), conv.output_channels(), conv.group);
+    // Grouped but not depthwise (depthwise layers have their own operators), or one group of
+    // whole blocks.
+    let shape = [cin, cout, groups];
+    let wanted = if groups == 1 {
+        cout.is_multiple_of(GROUP)
+    } else {
+        cin / groups >= 2
+    };
+    if !wanted || !RgbConv3x3::takes(shape) {
         return Ok(None);
     }
-    let Some((weights, bias)) = constant_kernel_and_bias(model, node, &[cout, cin, 3, 3], cout)?
-    else {
+    let kernel_shape = [cout, cin / groups, 3, 3];
+    let Some((weights, bias)) = constant_kernel_and_bias(model, node, &kernel_shape, cout)? else {
         return Ok(None);
     };
-    Ok(Some(RgbConv3x3::new(
-        [cin, cout],
-        window,
-        weights,
-        bias,
-        isa,
-    )))
+    Ok(Some(RgbConv3x3::new(shape, window, weights, bias, isa)))
 }
 
 #[cfg(test)]
@@ -241,19 +305,18 @@ mod tests {
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
     fn op(
-        cin: usize,
-        cout: usize,
+        [cin, cout, groups]: [usize; 3],
         stride: usize,
         pad_after: [usize; 2],
         relu: bool,
         isa: Isa,
     ) -> RgbConv3x3 {
-        let weights = values(cout * cin * 9, 1);
+        let weights = values(cout * cin / groups * 9, 1);
         let bias = values(cout, 2);
         RgbConv3x3 {
             relu,
             ..RgbConv3x3::new(
-                [cin, cout],
+                [cin, cout, groups],
                 Window3x3 {
                     stride,
                     pad_after,
@@ -269,14 +332,18 @@ mod tests {
     #[test]
     fn matches_the_definition_at_every_edge() {
         // Widths below, at and past one and two vectors of 8 and 16 columns, for every
-        // instruction set this CPU runs.
+        // instruction set this CPU runs; one group (blocks of 8 output channels) and groups of
+        // 2 input channels with 2, 4 and 1 output channels each (blocks of 2, 4 and 1).
         let cases = |isa| {
             [
-                (op(3, 8, 2, [1, 1], true, isa), [9, 33]),
-                (op(3, 16, 2, [0, 0], false, isa), [8, 32]),
-                (op(1, 8, 1, [1, 1], false, isa), [5, 17]),
-                (op(4, 8, 1, [1, 1], true, isa), [6, 7]),
-                (op(3, 8, 2, [1, 1], false, isa), [4, 15]),
+                (op([3, 8, 1], 2, [1, 1], true, isa), [9, 33]),
+                (op([3, 16, 1], 2, [0, 0], false, isa), [8, 32]),
+                (op([1, 8, 1], 1, [1, 1], false, isa), [5, 17]),
+                (op([4, 8, 1], 1, [1, 1], true, isa), [6, 7]),
+                (op([3, 8, 1], 2, [1, 1], false, isa), [4, 15]),
+                (op([8, 8, 4], 1, [1, 1], false, isa), [7, 17]),
+                (op([6, 12, 3], 1, [1, 1], true, isa), [5, 16]),
+                (op([6, 3, 3], 2, [1, 1], false, isa), [9, 33]),
             ]
         };
         for (op, [h, w]) in Isa::supported_all().flat_map(cases) {
@@ -290,11 +357,13 @@ mod tests {
             assert_eq!(got.shape(), &[op.out_channels, oh, ow], "{op:?}");
             let got = got.to_plain_array_view::<f32>().unwrap();
             let got = got.as_slice().unwrap();
+            let cpg = op.in_channels / op.groups;
+            let first = |o: usize| o / (op.out_channels / op.groups) * cpg;
             for o in 0..op.out_channels {
                 for y in 0..oh {
                     for x in 0..ow {
                         let mut want = op.bias[o];
-                        for i in 0..op.in_channels {
+                        for i in 0..cpg {
                             for dy in 0..3 {
                                 for dx in 0..3 {
                                     let iy = (y * op.window.stride + dy) as i64 - 1;
@@ -302,9 +371,9 @@ mod tests {
                                     if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
                                         continue;
                                     }
-                                    want += op.weights
-                                        [((o * op.in_channels + i) * 3 + dy) * 3 + dx]
-                                        * input[(i * h + iy as usize) * w + ix as usize];
+                                    let c = first(o) + i;
+                                    want += op.weights[((o * cpg + i) * 3 + dy) * 3 + dx]
+                                        * input[(c * h + iy as usize) * w + ix as usize];
                                 }
                             }
                         }
@@ -320,14 +389,26 @@ mod tests {
     }
 
     #[test]
-    fn replaces_the_rgb_convolution_and_its_relu_only() {
-        // 3 -> 16 with a ReLU, then 16 -> 8, which is no image's first layer.
+    fn replaces_the_rgb_and_grouped_convolutions_and_a_relu_only() {
+        // 3 -> 16 with a ReLU, 16 -> 16 in 8 groups of 2, then a depthwise 16 -> 16 and a
+        // 16 -> 8, which are for other operators.
         let mut model = TypedModel::default();
         let mut wire = model.add_source("x", f32::fact([1, 3, 14, 19])).unwrap();
-        for (i, (cin, cout, relu)) in [(3, 16, true), (16, 8, false)].into_iter().enumerate() {
-            let k = konst(&mut model, &format!("k{i}"), &[cout, cin, 3, 3], 4 + i);
+        let layers = [
+            (3, 16, 1, 2, true),
+            (16, 16, 8, 1, false),
+            (16, 16, 16, 1, false),
+            (16, 8, 1, 1, false),
+        ];
+        for (i, (cin, cout, group, stride, relu)) in layers.into_iter().enumerate() {
+            let k = konst(
+                &mut model,
+                &format!("k{i}"),
+                &[cout, cin / group, 3, 3],
+                4 + i,
+            );
             let b = konst(&mut model, &format!("b{i}"), &[cout], 10 + i);
-            let op = conv(cin, cout, 1, [3, 3], 2, 1, DataFormat::NCHW);
+            let op = conv(cin, cout, group, [3, 3], stride, 1, DataFormat::NCHW);
             wire = model
                 .wire_node(format!("conv{i}"), op, &[wire, k, b])
                 .unwrap()[0];
@@ -342,11 +423,14 @@ mod tests {
         let want = run(model.clone(), input.clone()).remove(0);
         for isa in Isa::supported_all() {
             let mut ours = model.clone();
-            assert_eq!(substitute(&mut ours, isa).unwrap(), 1);
-            assert!(ours
+            assert_eq!(substitute(&mut ours, isa).unwrap(), 2);
+            let ops: Vec<(usize, usize, bool)> = ours
                 .nodes
                 .iter()
-                .any(|n| n.op_as::<RgbConv3x3>().is_some_and(|op| op.relu)));
+                .filter_map(|n| n.op_as::<RgbConv3x3>())
+                .map(|op| (op.groups, op.block, op.relu))
+                .collect();
+            assert_eq!(ops, [(1, 8, true), (8, 2, false)], "{isa:?}");
             let got = run(ours, input.clone()).remove(0);
             want.close_enough(&got, true).unwrap();
         }
