@@ -2,11 +2,14 @@
 """Time the reference pipeline (onnxruntime + OpenCV) per stage on the fixture photos.
 
     PY=$(scripts/pyenv.sh)
-    "$PY" scripts/bench-reference.py [--repeats 10] [--threads 1,2] [--out bench/reference-ort.json]
+    "$PY" scripts/bench-reference.py [--repeats 10] [--threads 1,2] [--order round-robin|photo]
+        [--out bench/reference-ort.json]
 
-For each onnxruntime thread count (intra_op_num_threads; inter_op_num_threads = 1, sequential) and
-each photo, after one untimed warm-up pass, runs the whole pipeline --repeats times and times every
-stage inside that run: decode (cv2.imdecode from bytes + BGR->RGB), detector preprocess (resize,
+For each onnxruntime thread count (intra_op_num_threads; inter_op_num_threads = 1, sequential),
+after one untimed warm-up pass over the photos, runs the whole pipeline --repeats times on each
+photo (by default every photo once per repeat, in turn, as `facepass bench` does; --order photo
+runs each photo's repeats in a row, which keeps caches warmer) and times every stage inside each
+run: decode (cv2.imdecode from bytes + BGR->RGB), detector preprocess (resize,
 letterbox, normalise), detector model run, detector postprocess (decode anchors, NMS, sort), then for
 every detected face align (Umeyama + warpAffine) and embed (recognizer, batch 1, L2-normalise).
 end_to_end is the wall time of the whole pass (all faces). Reports medians in milliseconds.
@@ -82,6 +85,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="comma-separated onnxruntime intra-op thread counts")
     ap.add_argument("--score-threshold", type=float, default=0.5)
     ap.add_argument("--out", type=Path, default=ref.REPO / "bench" / "reference-ort.json")
+    ap.add_argument("--order", choices=["round-robin", "photo"], default="round-robin",
+                    help="round-robin: every photo once per repeat, as `facepass bench` runs them "
+                         "(and a server sees them); photo: each photo's repeats in a row (warmer caches)")
     args = ap.parse_args()
 
     cv2.setNumThreads(1)
@@ -97,6 +103,7 @@ def main() -> None:
         "versions": {"onnxruntime": ort.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "repeats": args.repeats,
+        "order": args.order,
         "unit": "ms (median)",
         "runs": [],
     }
@@ -104,15 +111,24 @@ def main() -> None:
         pipe = ref.Pipeline(args.models, threads=th, score_threshold=args.score_threshold)
         per_photo = []
         all_t: dict[str, list[float]] = {k: [] for k in STAGES}
-        for n in names:
-            run_once(pipe, blobs[n], {k: [] for k in STAGES})  # warm-up
-            t: dict[str, list[float]] = {k: [] for k in STAGES}
-            faces = 0
+        times: dict[str, dict[str, list[float]]] = {n: {k: [] for k in STAGES} for n in names}
+        faces: dict[str, int] = {}
+        if args.order == "round-robin":
+            for n in names:
+                run_once(pipe, blobs[n], {k: [] for k in STAGES})  # warm-up
             for _ in range(args.repeats):
-                faces = run_once(pipe, blobs[n], t)
+                for n in names:
+                    faces[n] = run_once(pipe, blobs[n], times[n])
+        else:
+            for n in names:
+                run_once(pipe, blobs[n], {k: [] for k in STAGES})  # warm-up
+                for _ in range(args.repeats):
+                    faces[n] = run_once(pipe, blobs[n], times[n])
+        for n in names:
+            t = times[n]
             for k in STAGES:
                 all_t[k].extend(t[k])
-            per_photo.append({"file": n, "faces": faces, **{k: med_ms(t[k]) for k in STAGES}})
+            per_photo.append({"file": n, "faces": faces[n], **{k: med_ms(t[k]) for k in STAGES}})
         summary = {k: med_ms(all_t[k]) for k in ("det_pre", "det_run", "det_post", "align_face", "embed_face")}
         result["runs"].append({"intra_op_threads": th, "inter_op_threads": 1, "photos": per_photo,
                                "summary_all_photos": summary})
