@@ -8,6 +8,7 @@
 
 pub mod align;
 pub mod bench;
+mod channel_last_conv3x3;
 mod channel_last_depthwise;
 mod channel_last_pointwise;
 pub mod decode;

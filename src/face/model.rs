@@ -10,8 +10,8 @@ use super::error::FaceError;
 use super::prelu::PreluExpansion;
 use super::simd::Isa;
 use super::{
-    channel_last_depthwise, channel_last_pointwise, depthwise3x3, grouped_conv, nearest_upsample,
-    pointwise_conv, rgb_conv3x3, sibling_convs, transpose,
+    channel_last_conv3x3, channel_last_depthwise, channel_last_pointwise, depthwise3x3,
+    grouped_conv, nearest_upsample, pointwise_conv, rgb_conv3x3, sibling_convs, transpose,
 };
 
 /// An optimised, immutable tract plan; shared by all threads (tract keeps per-run state in a
@@ -122,6 +122,8 @@ pub(crate) fn optimise(
         }
     } else {
         if let Some(isa) = isa {
+            // SCRFD's merged heads, which run channel-last (see channel_last_conv3x3).
+            channel_last_conv3x3::substitute(&mut typed, isa).map_err(load_err)?;
             pointwise_conv::substitute(&mut typed, isa).map_err(load_err)?;
         }
         // The widest depthwise layers run channel-last (faster there), the rest as ours.
