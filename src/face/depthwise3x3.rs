@@ -233,7 +233,7 @@ pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize>
         model,
         "depthwise-3x3",
         |model, node, conv, window| depthwise_for(model, node, conv, window, isa),
-        |op| op.relu = true,
+        Some(|op: &mut Depthwise3x3| op.relu = true),
     )
 }
 

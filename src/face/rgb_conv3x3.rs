@@ -3,7 +3,7 @@
 //! One vector of output columns (16 or 8) of a block of output channels at a time (8, or fewer
 //! when a group has fewer), each of the group's input vectors (masked loads, every other column
 //! for stride 2, as in `depthwise3x3`) multiplied into the block's accumulators held in
-//! registers; a ReLU after it is fused.
+//! registers; a ReLU after it is fused unless the caller keeps it apart ([`Relu`]).
 //!
 //! Used for the recogniser's first layer (3 -> 128 channels, stride 2, at 112x112): tract
 //! 0.35-0.44 ms, here 0.22-0.24 (onnxruntime 0.14; AVX-512 on Zen 5); the recogniser took
@@ -11,15 +11,17 @@
 //! 3x3 over 128 channels at 56x56 in 64 groups of 2 (blocks of 2 output channels):
 //! `grouped_conv`'s direct loop 0.78-0.83 ms, here 0.37-0.45 (Zen 5, AVX-512). Both read NCHW,
 //! before the plan turns channel-last.
-//! The detector's first layer (3 -> 16 at 640x640) also ran faster here (1.5-1.9 -> 0.85-1.3
-//! ms), but the layers after it then ran slower, for a reason not found, and the net was within
-//! the noise (three sessions): the detector keeps tract's.
+//! The detector's first layer (3 -> 16 at 640x640, stride 2): tract 1.6-2.0 ms, here 1.0-1.2
+//! (Zen 5, fastest of 30, four alternated pairs; the detector 0.4-1.2 ms faster in each) with
+//! its ReLU left as tract's pass ([`Relu::Keep`]): with the ReLU fused, the depthwise layer
+//! after it ran 0.6-0.8 ms slower every time, for a reason not found (not page faults, not the
+//! order of the writes).
 //!
 //! [`substitute`] swaps it in for every convolution of a decluttered model with one group of at
 //! most [`MAX_IN_CHANNELS`] input channels and a multiple of 8 output channels, or several
 //! groups of 2 to [`MAX_IN_CHANNELS`] input channels (not depthwise); 3x3, stride 1 or 2 on
 //! both axes, padding 1 before, (N)CHW, f32, constant kernel and bias, absorbing a ReLU that is
-//! its only reader.
+//! its only reader with [`Relu::Fuse`].
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -262,13 +264,22 @@ unsafe fn row<S: Simd, const B: usize>(
     }
 }
 
-/// Replaces every convolution [`RgbConv3x3`] handles, with its ReLU; returns how many.
-pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+/// Whether a ReLU after the convolution goes into it or stays a pass of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relu {
+    Fuse,
+    Keep,
+}
+
+/// Replaces every convolution [`RgbConv3x3`] handles, with its ReLU if `relu` says so; returns
+/// how many.
+pub(crate) fn substitute(model: &mut TypedModel, isa: Isa, relu: Relu) -> TractResult<usize> {
+    let fuse: fn(&mut RgbConv3x3) = |op| op.relu = true;
     window3x3::substitute(
         model,
         "rgb-conv-3x3",
         |model, node, conv, window| rgb_conv_for(model, node, conv, window, isa),
-        |op| op.relu = true,
+        (relu == Relu::Fuse).then_some(fuse),
     )
 }
 
@@ -422,8 +433,20 @@ mod tests {
         let input = tvec!(tensor(&[1, 3, 14, 19], 8).into_tvalue());
         let want = run(model.clone(), input.clone()).remove(0);
         for isa in Isa::supported_all() {
+            let mut kept = model.clone();
+            assert_eq!(substitute(&mut kept, isa, Relu::Keep).unwrap(), 2);
+            assert!(
+                kept.nodes
+                    .iter()
+                    .filter_map(|n| n.op_as::<RgbConv3x3>())
+                    .all(|op| !op.relu),
+                "{isa:?}: the ReLU stays a node"
+            );
+            let got = run(kept, input.clone()).remove(0);
+            want.close_enough(&got, true).unwrap();
+
             let mut ours = model.clone();
-            assert_eq!(substitute(&mut ours, isa).unwrap(), 2);
+            assert_eq!(substitute(&mut ours, isa, Relu::Fuse).unwrap(), 2);
             let ops: Vec<(usize, usize, bool)> = ours
                 .nodes
                 .iter()

@@ -195,12 +195,13 @@ impl<O: WindowKernel> Kernel for Run<'_, O> {
 }
 
 /// Replaces every convolution for which `build` gives an operator (given its window), and the
-/// ReLU that is its only reader when `fuse_relu` takes one into the operator; returns how many.
+/// ReLU that is its only reader when there is a `fuse_relu` to take one into the operator;
+/// returns how many.
 pub(crate) fn substitute<O: TypedOp>(
     model: &mut TypedModel,
     name: &str,
     build: impl Fn(&TypedModel, &TypedNode, &Conv, Window3x3) -> TractResult<Option<O>>,
-    fuse_relu: impl Fn(&mut O),
+    fuse_relu: Option<fn(&mut O)>,
 ) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
@@ -214,10 +215,10 @@ pub(crate) fn substitute<O: TypedOp>(
         let Some(mut op) = build(model, node, conv, window)? else {
             continue;
         };
-        let relu = relu_after(model, id)?;
-        if relu.is_some() {
-            fuse_relu(&mut op);
-        }
+        let relu = match fuse_relu {
+            Some(fuse) => relu_after(model, id)?.inspect(|_| fuse(&mut op)),
+            None => None,
+        };
         let mut patch = TypedModelPatch::new(name);
         let input = patch.tap_model(model, node.inputs[0])?;
         let wire = patch.wire_node(&node.name, op, &[input])?[0];
