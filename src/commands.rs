@@ -228,10 +228,9 @@ pub async fn bench(
     let report = tokio::task::spawn_blocking(move || {
         let single = crate::face::bench::run_bench(&engine, &photos, repeats, 1)?;
         let dual = crate::face::bench::run_bench(&engine, &photos, repeats, 2)?;
-        let ops = match ops {
-            Some(nodes) => Some(engine.profile_ops(repeats, nodes)?),
-            None => None,
-        };
+        let ops = ops
+            .map(|nodes| engine.profile_ops(repeats, nodes))
+            .transpose()?;
         Ok::<_, crate::face::FaceError>(
             serde_json::json!({ "threads_1": single, "threads_2": dual, "ops": ops }),
         )

@@ -1,9 +1,9 @@
 //! 3x3 convolutions on channel-last maps (`[H, W, C]`, stride 1, padding 1) in AVX-512 or
 //! AVX2 (`simd.rs`): SCRFD's merged heads (`sibling_convs`), 64 -> 30 channels at 80x80, 40x40
 //! and 20x20, which tract runs channel-last as an im2col and a matrix product. As in
-//! `channel_last_pointwise`, a block of pixels by two vectors of output channels is held in
-//! registers and each input value is broadcast once per block and multiplied by two vectors of
-//! a weight panel packed at load (`[out / panel][tap][in][panel]`, zeros past the last output
+//! `channel_last_pointwise` (whose block helpers this uses), a block of pixels by two vectors of
+//! output channels is held in registers and each input value is broadcast once per block and
+//! multiplied by two vectors of a weight panel packed at load (`[out / panel][tap][in][panel]`, zeros past the last output
 //! channel); the nine taps are nine shifted rows of pixels. Pixels whose window leaves the map
 //! (the first and last of each row) run one at a time and skip those taps.
 
@@ -12,9 +12,11 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::channel_last_pointwise::{
+    bias_block, multiply_panel, panel_width, store_block, AVX2_PIXELS, AVX512_PIXELS,
+};
 use super::rewrite::{constant_kernel_and_bias, map_f32};
 use super::simd::{Isa, Kernel, Simd};
-use super::window3x3::lanes;
 
 /// `out[y, x, o] = bias[o] + sum over (dy, dx, i) of weights[o, i, dy, dx] *
 /// input[y + dy - 1, x + dx - 1, i]`, zero outside the input.
@@ -34,16 +36,6 @@ pub(crate) struct ChannelLastConv3x3 {
 }
 
 impl Eq for ChannelLastConv3x3 {}
-
-/// Output channels per panel: two vectors.
-fn panel_width(isa: Isa) -> usize {
-    2 * isa.lanes()
-}
-
-/// Pixels per block, as in `channel_last_pointwise`: AVX-512 12 x 2 accumulators of 32
-/// registers, AVX2 6 x 2 of 16.
-const AVX512_PIXELS: usize = 12;
-const AVX2_PIXELS: usize = 6;
 
 impl ChannelLastConv3x3 {
     /// `weights` OIHW `[out_channels, in_channels, 3, 3]`, one bias per output channel.
@@ -210,9 +202,7 @@ unsafe fn block<S: Simd, const P: usize>(
 ) {
     let cin = op.in_channels;
     let [h, w] = at.hw;
-    let bias = op.bias.as_ptr().wrapping_add(at.o);
-    let (b0, b1) = (S::load(bias), S::load(bias.wrapping_add(S::LANES)));
-    let mut acc = [[b0, b1]; P];
+    let mut acc = bias_block::<S, P>(&op.bias, at.o);
     for dy in 0..3 {
         let Some(iy) = (at.y + dy).checked_sub(1).filter(|&iy| iy < h) else {
             continue;
@@ -222,45 +212,19 @@ unsafe fn block<S: Simd, const P: usize>(
             let Some(ix) = (x0 + dx).checked_sub(1).filter(|&ix| ix + P <= w) else {
                 continue;
             };
-            // As in `channel_last_pointwise`: slices of exactly `cin` values, so `row[i]` needs
-            // no bounds check, and no raw-pointer dereference (the dev profile checks each).
             let mut rows = [&input[..0]; P];
             for (k, row) in rows.iter_mut().enumerate() {
                 *row = &input[((iy * w) + ix + k) * cin..][..cin];
             }
-            let mut wp = panel
+            let tap = panel
                 .as_ptr()
                 .wrapping_add((dy * 3 + dx) * cin * 2 * S::LANES);
-            for i in 0..cin {
-                let w0 = S::load(wp);
-                let w1 = S::load(wp.wrapping_add(S::LANES));
-                wp = wp.wrapping_add(2 * S::LANES);
-                for (a, row) in acc.iter_mut().zip(&rows) {
-                    let x = S::splat(row[i]);
-                    a[0] = S::fmadd(x, w0, a[0]);
-                    a[1] = S::fmadd(x, w1, a[1]);
-                }
-            }
+            multiply_panel::<S, P>(&mut acc, &rows, tap);
         }
     }
     let cout = op.out_channels;
-    let left = cout - at.o;
-    for (k, a) in acc.iter().enumerate() {
-        let dst = out
-            .as_mut_ptr()
-            .wrapping_add((at.y * w + x0 + k) * cout + at.o);
-        if left >= 2 * S::LANES {
-            S::store(dst, a[0]);
-            S::store(dst.wrapping_add(S::LANES), a[1]);
-        } else {
-            let lanes_of = |lo: usize| lanes(lo as isize, left.min(lo + S::LANES) as isize) >> lo;
-            S::store_masked(dst, S::mask(lanes_of(0)), a[0]);
-            if left > S::LANES {
-                let hi = dst.wrapping_add(S::LANES);
-                S::store_masked(hi, S::mask(lanes_of(S::LANES)), a[1]);
-            }
-        }
-    }
+    let dst = out.as_mut_ptr().wrapping_add((at.y * w + x0) * cout + at.o);
+    store_block::<S, P>(&acc, dst, cout, cout - at.o);
 }
 
 impl Op for ChannelLastConv3x3 {

@@ -13,6 +13,7 @@ use tract_onnx::tract_core::internal::*;
 
 use super::rewrite::{channel_bias_after, einsum_1x1, map_f32};
 use super::simd::{Isa, Kernel, Simd};
+use super::window3x3::lanes;
 
 /// `out[p, o] = bias[o] + sum over i of weights[o, i] * input[p, i]` over the pixels `p` of a
 /// channel-last map.
@@ -90,14 +91,81 @@ impl ChannelLastPointwise {
 }
 
 /// Output channels per block: two vectors.
-fn panel_width(isa: Isa) -> usize {
+pub(crate) fn panel_width(isa: Isa) -> usize {
     2 * isa.lanes()
 }
 
 /// Pixels per block: accumulators for as many as the registers hold beside the two weight
 /// vectors and a broadcast input (AVX-512: 12 x 2 of 32 registers; AVX2: 6 x 2 of 16).
-const AVX512_PIXELS: usize = 12;
-const AVX2_PIXELS: usize = 6;
+pub(crate) const AVX512_PIXELS: usize = 12;
+pub(crate) const AVX2_PIXELS: usize = 6;
+
+/// A block's accumulators, `P` pixels by two vectors of output channels, starting from the
+/// bias of output channel `o` (`bias` padded to whole panels).
+///
+/// # Safety
+/// Runs only where `S` does; `o + 2 * S::LANES <= bias.len()`.
+#[inline(always)]
+pub(crate) unsafe fn bias_block<S: Simd, const P: usize>(bias: &[f32], o: usize) -> [[S::F; 2]; P] {
+    let bias = bias.as_ptr().wrapping_add(o);
+    [[S::load(bias), S::load(bias.wrapping_add(S::LANES))]; P]
+}
+
+/// Adds to each pixel's accumulators its input values (`rows[k]`, one per input channel) times
+/// a panel's weights (`rows[k].len()` rows of two vectors from `panel`).
+///
+/// # Safety
+/// Runs only where `S` does; `panel` points at `rows[0].len() * 2 * S::LANES` values and every
+/// row has the same length.
+#[inline(always)]
+pub(crate) unsafe fn multiply_panel<S: Simd, const P: usize>(
+    acc: &mut [[S::F; 2]; P],
+    rows: &[&[f32]; P],
+    panel: *const f32,
+) {
+    // Slices of exactly the input channels, so `row[i]` needs no bounds check, and no
+    // raw-pointer dereference (the dev profile checks each).
+    let mut w = panel;
+    for i in 0..rows[0].len() {
+        let w0 = S::load(w);
+        let w1 = S::load(w.wrapping_add(S::LANES));
+        w = w.wrapping_add(2 * S::LANES);
+        for (a, row) in acc.iter_mut().zip(rows) {
+            let x = S::splat(row[i]);
+            a[0] = S::fmadd(x, w0, a[0]);
+            a[1] = S::fmadd(x, w1, a[1]);
+        }
+    }
+}
+
+/// Stores pixel `k`'s accumulators at `dst + k * stride`: the first `left` channels of the
+/// panel (all of it when `left` is two vectors or more).
+///
+/// # Safety
+/// Runs only where `S` does; every pixel's first `min(left, 2 * S::LANES)` values lie in the
+/// output.
+#[inline(always)]
+pub(crate) unsafe fn store_block<S: Simd, const P: usize>(
+    acc: &[[S::F; 2]; P],
+    dst: *mut f32,
+    stride: usize,
+    left: usize,
+) {
+    for (k, a) in acc.iter().enumerate() {
+        let dst = dst.wrapping_add(k * stride);
+        if left >= 2 * S::LANES {
+            S::store(dst, a[0]);
+            S::store(dst.wrapping_add(S::LANES), a[1]);
+        } else {
+            let lanes_of = |lo: usize| lanes(lo as isize, left.min(lo + S::LANES) as isize) >> lo;
+            S::store_masked(dst, S::mask(lanes_of(0)), a[0]);
+            if left > S::LANES {
+                let hi = dst.wrapping_add(S::LANES);
+                S::store_masked(hi, S::mask(lanes_of(S::LANES)), a[1]);
+            }
+        }
+    }
+}
 
 struct Blocks<'a> {
     op: &'a ChannelLastPointwise,
@@ -158,32 +226,15 @@ unsafe fn block<S: Simd, const P: usize>(
     o: usize,
 ) {
     let cin = op.in_channels;
-    let bias = op.bias.as_ptr().wrapping_add(o);
-    let (b0, b1) = (S::load(bias), S::load(bias.wrapping_add(S::LANES)));
-    let mut acc = [[b0, b1]; P];
-    // As in `pointwise_conv`: slices of exactly `cin` values, so `row[i]` needs no bounds check,
-    // and no raw-pointer dereference (the dev profile checks each).
+    let mut acc = bias_block::<S, P>(&op.bias, o);
     let mut rows = [&input[..0]; P];
     for (k, row) in rows.iter_mut().enumerate() {
         *row = &input[(p0 + k) * cin..][..cin];
     }
-    let mut w = panel.as_ptr();
-    for i in 0..cin {
-        let w0 = S::load(w);
-        let w1 = S::load(w.wrapping_add(S::LANES));
-        w = w.wrapping_add(2 * S::LANES);
-        for (a, row) in acc.iter_mut().zip(&rows) {
-            let x = S::splat(row[i]);
-            a[0] = S::fmadd(x, w0, a[0]);
-            a[1] = S::fmadd(x, w1, a[1]);
-        }
-    }
+    multiply_panel::<S, P>(&mut acc, &rows, panel.as_ptr());
     let cout = op.out_channels;
-    for (k, a) in acc.iter().enumerate() {
-        let dst = out.as_mut_ptr().wrapping_add((p0 + k) * cout + o);
-        S::store(dst, a[0]);
-        S::store(dst.wrapping_add(S::LANES), a[1]);
-    }
+    let dst = out.as_mut_ptr().wrapping_add(p0 * cout + o);
+    store_block::<S, P>(&acc, dst, cout, cout - o);
 }
 
 impl Op for ChannelLastPointwise {
