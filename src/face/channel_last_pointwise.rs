@@ -25,6 +25,9 @@ pub(crate) struct ChannelLastPointwise {
     /// instruction set: the weights of one block's output channels, input channel by channel.
     pub panels: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
+    /// The input is channel-first (`[C, H, W]`) rather than channel-last; the output is
+    /// channel-last either way.
+    pub planes_in: bool,
     /// What the kernel is compiled for; the CPU supports it.
     pub isa: Isa,
 }
@@ -34,7 +37,13 @@ impl Eq for ChannelLastPointwise {}
 impl ChannelLastPointwise {
     /// `weights` `[out_channels, in_channels]`; None unless the output channels are whole
     /// panels of `isa`.
-    pub fn new(weights: &[f32], bias: Vec<f32>, [cin, cout]: [usize; 2], isa: Isa) -> Option<Self> {
+    pub fn new(
+        weights: &[f32],
+        bias: Vec<f32>,
+        [cin, cout]: [usize; 2],
+        planes_in: bool,
+        isa: Isa,
+    ) -> Option<Self> {
         let panel = panel_width(isa);
         if cout == 0 || cin == 0 || !cout.is_multiple_of(panel) || weights.len() != cin * cout {
             return None;
@@ -50,11 +59,13 @@ impl ChannelLastPointwise {
             out_channels: cout,
             panels: Arc::new(panels),
             bias: Arc::new(bias),
+            planes_in,
             isa,
         })
     }
 
-    /// `input` `[pixels, in_channels]`, `out` `[pixels, out_channels]`.
+    /// `input` `[pixels, in_channels]` (`[in_channels, pixels]` if `planes_in`), `out`
+    /// `[pixels, out_channels]`.
     fn run(&self, input: &[f32], out: &mut [f32], pixels: usize) -> TractResult<()> {
         ensure!(
             input.len() == pixels * self.in_channels
@@ -76,13 +87,19 @@ impl ChannelLastPointwise {
     }
 
     fn output_shape(&self, input: &[usize]) -> TractResult<TVec<usize>> {
-        let Some((&c, rest)) = input.split_last() else {
+        let split = if self.planes_in {
+            input.split_first()
+        } else {
+            input.split_last()
+        };
+        let Some((&c, rest)) = split else {
             bail!("1x1 convolution on a scalar");
         };
         ensure!(
             c == self.in_channels,
-            "channel-last 1x1 convolution expects {} channels last, got {input:?}",
-            self.in_channels
+            "1x1 convolution expects {} channels {}, got {input:?}",
+            self.in_channels,
+            if self.planes_in { "first" } else { "last" }
         );
         let mut shape: TVec<usize> = rest.into();
         shape.push(self.out_channels);
@@ -109,6 +126,35 @@ pub(crate) const AVX2_PIXELS: usize = 6;
 pub(crate) unsafe fn bias_block<S: Simd, const P: usize>(bias: &[f32], o: usize) -> [[S::F; 2]; P] {
     let bias = bias.as_ptr().wrapping_add(o);
     [[S::load(bias), S::load(bias.wrapping_add(S::LANES))]; P]
+}
+
+/// Adds to the accumulators of `P` pixels, starting at `p0` of channel-first `input` (`planes`
+/// of `pixels` values), their input values times a panel's weights (one row of two vectors
+/// from `panel` per plane).
+///
+/// # Safety
+/// Runs only where `S` does; `panel` points at `planes * 2 * S::LANES` values, `input` holds
+/// `planes` whole planes and `p0 + P <= pixels`.
+#[inline(always)]
+unsafe fn multiply_planes<S: Simd, const P: usize>(
+    acc: &mut [[S::F; 2]; P],
+    input: &[f32],
+    pixels: usize,
+    p0: usize,
+    panel: *const f32,
+) {
+    let mut w = panel;
+    for plane in input.chunks_exact(pixels) {
+        let xs = &plane[p0..][..P];
+        let w0 = S::load(w);
+        let w1 = S::load(w.wrapping_add(S::LANES));
+        w = w.wrapping_add(2 * S::LANES);
+        for (a, x) in acc.iter_mut().zip(xs) {
+            let x = S::splat(*x);
+            a[0] = S::fmadd(x, w0, a[0]);
+            a[1] = S::fmadd(x, w1, a[1]);
+        }
+    }
 }
 
 /// Adds to each pixel's accumulators its input values (`rows[k]`, one per input channel) times
@@ -227,11 +273,15 @@ unsafe fn block<S: Simd, const P: usize>(
 ) {
     let cin = op.in_channels;
     let mut acc = bias_block::<S, P>(&op.bias, o);
-    let mut rows = [&input[..0]; P];
-    for (k, row) in rows.iter_mut().enumerate() {
-        *row = &input[(p0 + k) * cin..][..cin];
+    if op.planes_in {
+        multiply_planes::<S, P>(&mut acc, input, input.len() / cin, p0, panel.as_ptr());
+    } else {
+        let mut rows = [&input[..0]; P];
+        for (k, row) in rows.iter_mut().enumerate() {
+            *row = &input[(p0 + k) * cin..][..cin];
+        }
+        multiply_panel::<S, P>(&mut acc, &rows, panel.as_ptr());
     }
-    multiply_panel::<S, P>(&mut acc, &rows, panel.as_ptr());
     let cout = op.out_channels;
     let dst = out.as_mut_ptr().wrapping_add(p0 * cout + o);
     store_block::<S, P>(&acc, dst, cout, cout - o);
@@ -244,8 +294,8 @@ impl Op for ChannelLastPointwise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "in {} out {} {:?}",
-            self.in_channels, self.out_channels, self.isa
+            "in {} out {} planes in {} {:?}",
+            self.in_channels, self.out_channels, self.planes_in, self.isa
         )])
     }
 
@@ -277,16 +327,31 @@ impl TypedOp for ChannelLastPointwise {
     as_op!();
 }
 
-/// Replaces every channel-first 1x1 convolution `EinSum` (`IHW,OI->OHW`, with or without a batch
-/// axis of 1 on either side) with
-/// a constant f32 kernel whose output channels are whole panels, with the bias `Add` after it,
-/// by a [`ChannelLastPointwise`] between moves to and from channel-last; returns how many.
-pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+/// Which 1x1 convolutions [`substitute`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Every one whose output channels are whole panels (a channel-last plan: the moves around
+    /// them fold away between layers).
+    All,
+    /// Only those that give a channel-last output (a channel-first plan, where moves around the
+    /// others would stay).
+    ChannelLastOutputs,
+}
+
+/// Replaces 1x1 convolution `EinSum`s (`IHW,OI->OHW` or `->HWO`, with or without a batch axis
+/// of 1 on either side) with a constant f32 kernel whose output channels are whole panels, with
+/// the bias `Add` after it, by a [`ChannelLastPointwise`]: those with a channel-first output
+/// between moves to and from channel-last, those with a channel-last output reading the input
+/// planes; returns how many.
+pub(crate) fn substitute(model: &mut TypedModel, isa: Isa, take: Take) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let Some((op, batch_axis, last)) = op_at(model, id, isa)? else {
             continue;
         };
+        if take == Take::ChannelLastOutputs && !op.planes_in {
+            continue;
+        }
         let node = &model.nodes[id];
         let name = node.name.clone();
         let mut patch = TypedModelPatch::new("channel-last-pointwise");
@@ -294,11 +359,18 @@ pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize>
         if batch_axis[0] {
             wire = patch.wire_node(format!("{name}.no_batch"), AxisOp::Rm(0), &[wire])?[0];
         }
-        wire = patch.wire_node(format!("{name}.hwc_in"), AxisOp::Move(0, 2), &[wire])?[0];
-        wire = patch.wire_node(&name, op, &[wire])?[0];
-        wire = patch.wire_node(format!("{name}.hwc_out"), AxisOp::Move(2, 0), &[wire])?[0];
-        if batch_axis[1] {
-            wire = patch.wire_node(format!("{name}.batch"), AxisOp::Add(0), &[wire])?[0];
+        if op.planes_in {
+            wire = patch.wire_node(&name, op, &[wire])?[0];
+            if batch_axis[1] {
+                wire = patch.wire_node(format!("{name}.batch"), AxisOp::Add(0), &[wire])?[0];
+            }
+        } else {
+            wire = patch.wire_node(format!("{name}.hwc_in"), AxisOp::Move(0, 2), &[wire])?[0];
+            wire = patch.wire_node(&name, op, &[wire])?[0];
+            wire = patch.wire_node(format!("{name}.hwc_out"), AxisOp::Move(2, 0), &[wire])?[0];
+            if batch_axis[1] {
+                wire = patch.wire_node(format!("{name}.batch"), AxisOp::Add(0), &[wire])?[0];
+            }
         }
         patch.shunt_outside(model, last.into(), wire)?;
         patch.apply(model)?;
@@ -307,8 +379,9 @@ pub(crate) fn substitute(model: &mut TypedModel, isa: Isa) -> TractResult<usize>
     Ok(replaced)
 }
 
-/// The op for the `EinSum` at `id`, whether its input and its output have a batch axis, and the
-/// last node it replaces (the `EinSum` or its bias `Add`).
+/// The op for the `EinSum` at `id` (reading planes if its output is channel-last), whether its
+/// input and its output have a batch axis, and the last node it replaces (the `EinSum` or its
+/// bias `Add`).
 fn op_at(
     model: &TypedModel,
     id: usize,
@@ -318,9 +391,11 @@ fn op_at(
         return Ok(None);
     };
     let (cin, cout) = (einsum.in_channels, einsum.out_channels);
-    let (bias, last) = channel_bias_after(model, id, cout)?.unwrap_or((vec![0.0; cout], id));
+    let planes_in = einsum.channels_last_out;
+    let (bias, last) =
+        channel_bias_after(model, id, cout, planes_in)?.unwrap_or((vec![0.0; cout], id));
     Ok(
-        ChannelLastPointwise::new(&einsum.weights, bias, [cin, cout], isa)
+        ChannelLastPointwise::new(&einsum.weights, bias, [cin, cout], planes_in, isa)
             .map(|op| (op, einsum.batch_axis, last)),
     )
 }
@@ -336,27 +411,38 @@ mod tests {
     #[test]
     fn matches_the_definition_in_whole_blocks_and_single_pixels() {
         // Pixels: whole blocks of 6 and 12 and single ones after them; output channels: one and
-        // several panels of 16 and 32.
+        // several panels of 16 and 32; input channel-last and channel-first.
         let cases = [(3, 32, 1), (16, 64, 49), (128, 32, 15), (7, 96, 13)];
-        for (isa, (cin, cout, pixels)) in
-            Isa::supported_all().flat_map(|isa| cases.into_iter().map(move |case| (isa, case)))
-        {
+        let all = Isa::supported_all().flat_map(|isa| {
+            [false, true]
+                .into_iter()
+                .flat_map(move |planes| cases.into_iter().map(move |case| (isa, planes, case)))
+        });
+        for (isa, planes_in, (cin, cout, pixels)) in all {
             let weights = values(cout * cin, 1);
-            let op = ChannelLastPointwise::new(&weights, values(cout, 2), [cin, cout], isa)
-                .expect("whole panels");
+            let op =
+                ChannelLastPointwise::new(&weights, values(cout, 2), [cin, cout], planes_in, isa)
+                    .expect("whole panels");
             let input = values(pixels * cin, 3);
+            let at = |p: usize, i: usize| {
+                if planes_in {
+                    input[i * pixels + p]
+                } else {
+                    input[p * cin + i]
+                }
+            };
             let mut got = vec![f32::NAN; pixels * cout];
             op.run(&input, &mut got, pixels).unwrap();
             for p in 0..pixels {
                 for o in 0..cout {
                     let mut want = op.bias[o];
                     for i in 0..cin {
-                        want += weights[o * cin + i] * input[p * cin + i];
+                        want += weights[o * cin + i] * at(p, i);
                     }
                     let g = got[p * cout + o];
                     assert!(
                         (g - want).abs() < 1e-3,
-                        "{isa:?} ({cin}, {cout}) [{p}, {o}]: {g} vs {want}"
+                        "{isa:?} planes in {planes_in} ({cin}, {cout}) [{p}, {o}]: {g} vs {want}"
                     );
                 }
             }
@@ -364,7 +450,57 @@ mod tests {
         let isa = Isa::supported_all()
             .next()
             .expect("tests run on AVX2 or AVX-512");
-        assert!(ChannelLastPointwise::new(&[0.0; 8 * 3], vec![0.0; 8], [3, 8], isa).is_none());
+        assert!(
+            ChannelLastPointwise::new(&[0.0; 8 * 3], vec![0.0; 8], [3, 8], false, isa).is_none()
+        );
+    }
+
+    /// SCRFD before a head: a channel-first 1x1 layer whose output a channel-last 3x3 layer
+    /// reads, and a channel-first 1x1 layer beside it.
+    fn layer_before_a_head() -> TypedModel {
+        let mut model = TypedModel::default();
+        let source = model.add_source("x", f32::fact([1, 16, 9, 7])).unwrap();
+        let k = konst(&mut model, "k0", &[32, 16, 1, 1], 1);
+        let b = konst(&mut model, "b0", &[32], 2);
+        let op = conv(16, 32, 1, [1, 1], 1, 0, DataFormat::NCHW);
+        let x = model.wire_node("pointwise", op, &[source, k, b]).unwrap()[0];
+        let nhwc = model
+            .wire_node("to_nhwc", AxisOp::Move(1, 3), &[x])
+            .unwrap()[0];
+        let k = konst(&mut model, "k1", &[8, 32, 3, 3], 3);
+        let b = konst(&mut model, "b1", &[8], 4);
+        let op = conv(32, 8, 1, [3, 3], 1, 1, DataFormat::NHWC);
+        let head = model.wire_node("head", op, &[nhwc, k, b]).unwrap()[0];
+        let k = konst(&mut model, "k2", &[32, 16, 1, 1], 5);
+        let b = konst(&mut model, "b2", &[32], 6);
+        let op = conv(16, 32, 1, [1, 1], 1, 0, DataFormat::NCHW);
+        let beside = model.wire_node("beside", op, &[source, k, b]).unwrap()[0];
+        model.select_output_outlets(&[head, beside]).unwrap();
+        model.into_decluttered().unwrap()
+    }
+
+    #[test]
+    fn takes_only_channel_last_outputs_in_a_channel_first_plan() {
+        let input = tvec!(tensor(&[1, 16, 9, 7], 8).into_tvalue());
+        let want = run(layer_before_a_head(), input.clone());
+        for isa in Isa::supported_all() {
+            let mut model = layer_before_a_head();
+            assert_eq!(
+                substitute(&mut model, isa, Take::ChannelLastOutputs).unwrap(),
+                1,
+                "the layer before the head"
+            );
+            let taken: Vec<bool> = model
+                .nodes
+                .iter()
+                .filter_map(|n| n.op_as::<ChannelLastPointwise>().map(|op| op.planes_in))
+                .collect();
+            assert_eq!(taken, [true]);
+            let got = run(model, input.clone());
+            for (w, g) in want.iter().zip(&got) {
+                w.close_enough(g, true).unwrap();
+            }
+        }
     }
 
     /// A MobileFaceNet residual block after a 1x1 layer: 1x1 expand -> PRelu -> depthwise 3x3
@@ -426,7 +562,7 @@ mod tests {
             let mut model = residual_block();
             channels_last(&mut model).unwrap();
             assert_eq!(
-                substitute(&mut model, isa).unwrap(),
+                substitute(&mut model, isa, Take::All).unwrap(),
                 4,
                 "the four 1x1 layers"
             );

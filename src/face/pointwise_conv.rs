@@ -8,12 +8,13 @@
 //! three alternated pairs, AVX-512 on Zen 5): tract's products and packing 12.4 ms -> 7.1 ms
 //! plus 2.8 ms here, detector 19.2-21.2 -> 16.8-18.0 ms; AVX2 on Zen 3: products and packing
 //! 22.9 ms -> 13.3 ms plus 6.9 ms here. With more input channels it lost (all of SCRFD's 1x1 layers,
-//! up to 288 channels: 24 ms), hence [`MAX_IN_CHANNELS`].
+//! up to 288 channels: 24 ms), hence [`MAX_IN_CHANNELS`], except for layers with few outputs.
 //!
 //! tract's decluttering turns a 1x1 convolution into an `EinSum` (`NIHW,OI->OHW` or
-//! `IHW,OI->OHW`: input planes by a constant `[O, I]` matrix), an `Add` of the bias and, for a
-//! ReLU, a `Max` with 0. [`substitute`] swaps the three for one [`PointwiseConv`] where the
-//! matrix is f32 with at most [`MAX_IN_CHANNELS`] input channels.
+//! `IHW,OI->OHW`, either with a batch axis of 1 on its output too: input planes by a constant
+//! `[O, I]` matrix), an `Add` of the bias and, for a ReLU, a `Max` with 0. [`substitute`] swaps
+//! the three for one [`PointwiseConv`] where the matrix is f32 with at most [`MAX_IN_CHANNELS`]
+//! input channels or at most [`NARROW_OUT_CHANNELS`] output channels.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -22,8 +23,14 @@ use super::rewrite::{channel_bias_after, einsum_1x1, map_f32, relu_after, Einsum
 use super::simd::{Isa, Kernel, Simd};
 
 /// Beyond this tract's matrix product is faster (measured on SCRFD: 48 -> 80 gained 0.7-1.3 ms,
-/// 160 lost 0.8 ms).
+/// 160 lost 0.8 ms), unless the layer has at most [`NARROW_OUT_CHANNELS`].
 pub(crate) const MAX_IN_CHANNELS: usize = 80;
+
+/// Layers this narrow are ours whatever their input: tract packs the whole input for a product
+/// with a few rows. SCRFD's lateral layers (72, 152 and 288 -> 16 channels at 80x80, 40x40 and
+/// 20x20) took 0.75, 0.23 and 0.065 ms there, 0.12, 0.06 and 0.03 ms here (fastest of 30,
+/// AVX-512 on an Intel Xeon, model 207).
+const NARROW_OUT_CHANNELS: usize = 16;
 
 /// `out[o, p] = bias[o] + sum over i of weights[o, i] * input[i, p]`, then `max(0, .)` if `relu`.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,8 +41,8 @@ pub(crate) struct PointwiseConv {
     pub weights: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
     pub relu: bool,
-    /// The input has a batch axis (of 1) before the channels; the output never has.
-    pub batch_axis: bool,
+    /// Whether the input and the output have a batch axis (of 1) before the channels.
+    pub batch_axis: [bool; 2],
     /// What the kernel is compiled for; the CPU supports it.
     pub isa: Isa,
 }
@@ -44,11 +51,11 @@ impl Eq for PointwiseConv {}
 
 impl PointwiseConv {
     fn spatial(&self, shape: &[usize]) -> TractResult<TVec<usize>> {
-        let spatial = match (self.batch_axis, shape) {
+        let spatial = match (self.batch_axis[0], shape) {
             (true, &[1, c, h, w]) | (false, &[c, h, w]) if c == self.in_channels => tvec![h, w],
             _ => bail!(
                 "1x1 convolution expects {}{} channels, got {shape:?}",
-                if self.batch_axis { "1x" } else { "" },
+                if self.batch_axis[0] { "1x" } else { "" },
                 self.in_channels
             ),
         };
@@ -56,7 +63,11 @@ impl PointwiseConv {
     }
 
     fn output_shape(&self, spatial: &[usize]) -> TVec<usize> {
-        let mut shape: TVec<usize> = tvec![self.out_channels];
+        let mut shape: TVec<usize> = if self.batch_axis[1] {
+            tvec![1, self.out_channels]
+        } else {
+            tvec![self.out_channels]
+        };
         shape.extend_from_slice(spatial);
         shape
     }
@@ -69,6 +80,7 @@ impl PointwiseConv {
         ensure!(self.isa.supported(), "{:?} is not supported here", self.isa);
         let (rows, pixels_per_block) = block_shape(self.isa);
         let whole = pixels / pixels_per_block * pixels_per_block;
+        let vectors = pixels / self.isa.lanes() * self.isa.lanes();
         let whole_rows = self.out_channels / rows * rows;
         let tiles = Tiles {
             op: self,
@@ -76,13 +88,21 @@ impl PointwiseConv {
             out: &mut *out,
             pixels,
             whole,
+            vectors,
             whole_rows,
         };
         // Safety: the CPU supports the instruction set (checked above); the slices' lengths
-        // were checked above, `whole` and `whole_rows` are whole blocks of `block_shape`.
+        // were checked above, `whole` and `whole_rows` are whole blocks of `block_shape` and
+        // `vectors` whole vectors.
         unsafe { self.isa.run(tiles) };
-        self.scalar(input, out, pixels, 0..whole, whole_rows..self.out_channels);
-        self.scalar(input, out, pixels, whole..pixels, 0..self.out_channels);
+        self.scalar(
+            input,
+            out,
+            pixels,
+            0..vectors,
+            whole_rows..self.out_channels,
+        );
+        self.scalar(input, out, pixels, vectors..pixels, 0..self.out_channels);
         Ok(())
     }
 
@@ -124,13 +144,15 @@ fn block_shape(isa: Isa) -> (usize, usize) {
 /// a time: 0.15-0.3 ms less over SCRFD's layers (minimum of 30 runs, alternated, AVX-512).
 const TILE_BLOCKS: usize = 8;
 
-/// Every whole block: pixels `0..whole` of output channels `0..whole_rows`.
+/// Every whole block: pixels `0..whole` of output channels `0..whole_rows`, then the whole
+/// vectors after them (`whole..vectors`) one at a time.
 struct Tiles<'a> {
     op: &'a PointwiseConv,
     input: &'a [f32],
     out: &'a mut [f32],
     pixels: usize,
     whole: usize,
+    vectors: usize,
     whole_rows: usize,
 }
 
@@ -160,6 +182,13 @@ impl Tiles<'_> {
                 for p0 in (t0..self.whole.min(t0 + tile)).step_by(block) {
                     block_of::<S, ROWS, REGS>(self.op, self.input, self.out, self.pixels, p0, o);
                 }
+            }
+        }
+        // A map whose pixels are not whole blocks (SCRFD's 20x20 maps: 12 blocks of 32 and 16
+        // pixels) would leave up to a block to the scalar loop.
+        for o in (0..self.whole_rows).step_by(ROWS) {
+            for p0 in (self.whole..self.vectors).step_by(S::LANES) {
+                block_of::<S, ROWS, 1>(self.op, self.input, self.out, self.pixels, p0, o);
             }
         }
     }
@@ -291,7 +320,8 @@ fn pointwise_conv_at(
         return Ok(None);
     };
     let Einsum1x1 {
-        batch_axis: [batch_axis, false],
+        batch_axis,
+        channels_last_out: false,
         in_channels: cin,
         out_channels: cout,
         weights,
@@ -299,10 +329,11 @@ fn pointwise_conv_at(
     else {
         return Ok(None);
     };
-    if cin > MAX_IN_CHANNELS {
+    if cin > MAX_IN_CHANNELS && cout > NARROW_OUT_CHANNELS {
         return Ok(None);
     }
-    let (bias, mut last) = channel_bias_after(model, id, cout)?.unwrap_or((vec![0.0; cout], id));
+    let (bias, mut last) =
+        channel_bias_after(model, id, cout, false)?.unwrap_or((vec![0.0; cout], id));
     let relu = relu_after(model, last)?;
     if let Some(max) = relu {
         last = max;
@@ -332,7 +363,7 @@ mod tests {
             weights: Arc::new(values(cout * cin, 1)),
             bias: Arc::new(values(cout, 2)),
             relu,
-            batch_axis: false,
+            batch_axis: [false; 2],
             isa,
         }
     }
@@ -341,11 +372,14 @@ mod tests {
     fn matches_the_definition_inside_and_outside_whole_blocks() {
         // Pixels: whole blocks of 24 and 32 and a tail; output channels: blocks of 4 and 8 and
         // a tail; for every instruction set this CPU runs.
+        // Pixels: whole blocks, then whole vectors (48 and 61 in AVX-512, 33 and 70 in AVX2),
+        // then single pixels.
         let cases = [
             (16, 16, 64, true),
             (5, 11, 70, false),
             (40, 8, 33, true),
             (7, 6, 48, false),
+            (9, 16, 61, true),
         ];
         for (isa, (cin, cout, pixels, relu)) in
             Isa::supported_all().flat_map(|isa| cases.into_iter().map(move |case| (isa, case)))
@@ -373,14 +407,18 @@ mod tests {
         }
     }
 
-    /// 1x1 convolutions as ONNX has them: with a ReLU, without, and one too wide for us.
-    fn three_convs() -> TypedModel {
+    /// 1x1 convolutions as ONNX has them: with a ReLU, without, one too wide for us, and one
+    /// with many inputs but few outputs, whose output has the batch axis.
+    fn four_convs() -> TypedModel {
         let mut model = TypedModel::default();
         let mut wire = model.add_source("x", f32::fact([1, 16, 9, 7])).unwrap();
-        for (i, (cin, cout, relu)) in [(16, 24, true), (24, 96, false), (96, 8, true)]
-            .into_iter()
-            .enumerate()
-        {
+        let layers = [
+            (16, 24, true),
+            (24, 96, false),
+            (96, 96, true),
+            (96, 16, false),
+        ];
+        for (i, (cin, cout, relu)) in layers.into_iter().enumerate() {
             let k = konst(&mut model, &format!("k{i}"), &[cout, cin, 1, 1], 4 + i);
             let b = konst(&mut model, &format!("b{i}"), &[cout], 10 + i);
             let op = conv(cin, cout, 1, [1, 1], 1, 0, DataFormat::NCHW);
@@ -397,22 +435,29 @@ mod tests {
 
     #[test]
     fn replaces_narrow_1x1_convolutions_with_their_bias_and_relu() {
-        let model = three_convs().into_decluttered().unwrap();
+        let model = four_convs().into_decluttered().unwrap();
         let input = tvec!(tensor(&[1, 16, 9, 7], 8).into_tvalue());
         let want = run(model.clone(), input.clone()).remove(0);
         for isa in Isa::supported_all() {
             let mut ours = model.clone();
             assert_eq!(
                 substitute(&mut ours, isa).unwrap(),
-                2,
-                "the first two; 96 input channels stay with tract"
+                3,
+                "96 -> 96 channels stays with tract"
             );
-            let fused: Vec<bool> = ours
+            let fused: Vec<(bool, [bool; 2])> = ours
                 .nodes
                 .iter()
-                .filter_map(|n| n.op_as::<PointwiseConv>().map(|op| op.relu))
+                .filter_map(|n| {
+                    n.op_as::<PointwiseConv>()
+                        .map(|op| (op.relu, op.batch_axis))
+                })
                 .collect();
-            assert_eq!(fused, [true, false]);
+            assert_eq!(
+                fused.iter().map(|f| f.0).collect::<Vec<_>>(),
+                [true, false, false]
+            );
+            assert!(fused[2].1[1], "the last layer gives the model's batch axis");
             let got = run(ours, input.clone()).remove(0);
             want.close_enough(&got, true).unwrap();
         }

@@ -81,10 +81,13 @@ pub(crate) fn only_reader_with_constant(
 
 /// A 1x1 convolution as decluttered tract writes it: an f32 `EinSum` `IHW,OI->OHW` of a
 /// concrete map and a constant `[out, in]` kernel, with or without a batch axis of 1 on its
-/// input and on its output.
+/// input and on its output, and with its output channel-first or channel-last (`HWO`, where a
+/// channel-last layer reads it, as SCRFD's heads).
 pub(crate) struct Einsum1x1 {
     /// Whether the input and the output have the batch axis.
     pub batch_axis: [bool; 2],
+    /// The output is `[H, W, O]` (with or without the batch axis) rather than `[O, H, W]`.
+    pub channels_last_out: bool,
     pub in_channels: usize,
     pub out_channels: usize,
     /// `[out_channels, in_channels]`.
@@ -97,13 +100,23 @@ pub(crate) fn einsum_1x1(model: &TypedModel, id: usize) -> TractResult<Option<Ei
     let Some(einsum) = node.op_as::<EinSum>() else {
         return Ok(None);
     };
-    let batch_axis = match einsum.axes.to_string().as_str() {
-        "NIHW,OI->OHW" => [true, false],
-        "IHW,OI->OHW" => [false, false],
-        "NIHW,OI->NOHW" => [true, true],
-        "IHW,OI->NOHW" => [false, true],
+    let axes = einsum.axes.to_string();
+    let Some((input_axes, output_axes)) = axes.split_once(",OI->") else {
+        return Ok(None);
+    };
+    let batch_in = match input_axes {
+        "NIHW" => true,
+        "IHW" => false,
         _ => return Ok(None),
     };
+    let (batch_out, channels_last_out) = match output_axes {
+        "OHW" => (false, false),
+        "NOHW" => (true, false),
+        "HWO" => (false, true),
+        "NHWO" => (true, true),
+        _ => return Ok(None),
+    };
+    let batch_axis = [batch_in, batch_out];
     if einsum.q_params.is_some() || node.inputs.len() != 2 {
         return Ok(None);
     }
@@ -127,6 +140,7 @@ pub(crate) fn einsum_1x1(model: &TypedModel, id: usize) -> TractResult<Option<Ei
     let weights = f32_values(&kernel)?;
     Ok(Some(Einsum1x1 {
         batch_axis,
+        channels_last_out,
         in_channels: cin,
         out_channels: cout,
         weights,
@@ -135,18 +149,22 @@ pub(crate) fn einsum_1x1(model: &TypedModel, id: usize) -> TractResult<Option<Ei
 
 /// The bias of a 1x1 convolution's output: the f32 `Add` that alone reads node `id` with a
 /// constant of one value per output channel on the channel axis (third from the end, as in
-/// `[out, 1, 1]` or `[1, out, 1, 1]`) or one value for all; its values per channel and its id.
+/// `[out, 1, 1]` or `[1, out, 1, 1]`, or last if `channels_last`, as in `[1, 1, 1, out]`) or
+/// one value for all; its values per channel and its id.
 pub(crate) fn channel_bias_after(
     model: &TypedModel,
     id: usize,
     out_channels: usize,
+    channels_last: bool,
 ) -> TractResult<Option<(Vec<f32>, usize)>> {
     let Some((add, other)) = only_reader_with_constant(model, id, "Add")? else {
         return Ok(None);
     };
     let shape = other.shape();
-    let per_channel =
-        other.len() == out_channels && shape.len() >= 3 && shape[shape.len() - 3] == out_channels;
+    let from_end = if channels_last { 1 } else { 3 };
+    let per_channel = other.len() == out_channels
+        && shape.len() >= from_end
+        && shape[shape.len() - from_end] == out_channels;
     if other.datum_type() != f32::datum_type() || !(per_channel || other.len() == 1) {
         return Ok(None);
     }
