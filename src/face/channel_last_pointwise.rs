@@ -400,6 +400,37 @@ fn op_at(
     )
 }
 
+/// In an optimised plan, each move to channel-last that tract could not fold away (its input
+/// comes from a channel-first layer, as the recogniser's first 1x1 layer's does) and that only
+/// a [`ChannelLastPointwise`] reads: that op now reads the planes itself; returns how many.
+pub(crate) fn read_planes_after_moves(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(op) = node.op_as::<ChannelLastPointwise>() else {
+            continue;
+        };
+        let mover = model.node(node.inputs[0].node);
+        let moves_to_channel_last = mover.op_as::<AxisOp>() == Some(&AxisOp::Move(0, 2))
+            && model.outlet_fact(mover.inputs[0])?.rank() == 3
+            && model.outlet_successors(node.inputs[0]).len() == 1;
+        if op.planes_in || !moves_to_channel_last {
+            continue;
+        }
+        let op = ChannelLastPointwise {
+            planes_in: true,
+            ..op.clone()
+        };
+        let mut patch = TypedModelPatch::new("channel-last-pointwise-planes");
+        let input = patch.tap_model(model, mover.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[input])?[0];
+        patch.shunt_outside(model, id.into(), wire)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::graph_testing::{conv, konst, run, run_counting_moves, tensor, values};
@@ -566,8 +597,15 @@ mod tests {
                 4,
                 "the four 1x1 layers"
             );
-            let (got, moves) = run_counting_moves(model, input.clone());
+            let (got, moves) = run_counting_moves(model.clone(), input.clone());
             assert!(moves <= 2, "{isa:?}: {moves} axis moves left");
+            want.close_enough(&got[0], true).unwrap();
+
+            // The move into the first layer, from the channel-first input, goes into it.
+            let mut optimised = model.into_optimized().unwrap();
+            assert_eq!(read_planes_after_moves(&mut optimised).unwrap(), 1);
+            let (got, moves) = run_counting_moves(optimised, input.clone());
+            assert!(moves <= 1, "{isa:?}: {moves} axis moves left");
             want.close_enough(&got[0], true).unwrap();
         }
     }
