@@ -361,16 +361,13 @@ pub(crate) fn substitute(model: &mut TypedModel, isa: Isa, take: Take) -> TractR
         }
         if op.planes_in {
             wire = patch.wire_node(&name, op, &[wire])?[0];
-            if batch_axis[1] {
-                wire = patch.wire_node(format!("{name}.batch"), AxisOp::Add(0), &[wire])?[0];
-            }
         } else {
             wire = patch.wire_node(format!("{name}.hwc_in"), AxisOp::Move(0, 2), &[wire])?[0];
             wire = patch.wire_node(&name, op, &[wire])?[0];
             wire = patch.wire_node(format!("{name}.hwc_out"), AxisOp::Move(2, 0), &[wire])?[0];
-            if batch_axis[1] {
-                wire = patch.wire_node(format!("{name}.batch"), AxisOp::Add(0), &[wire])?[0];
-            }
+        }
+        if batch_axis[1] {
+            wire = patch.wire_node(format!("{name}.batch"), AxisOp::Add(0), &[wire])?[0];
         }
         patch.shunt_outside(model, last.into(), wire)?;
         patch.apply(model)?;
