@@ -9,7 +9,7 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::channel_last_pointwise::{
@@ -17,6 +17,7 @@ use super::channel_last_pointwise::{
 };
 use super::rewrite::{constant_kernel_and_bias, map_f32};
 use super::simd::{Isa, Kernel, Simd};
+use super::window3x3::stride_and_padding;
 
 /// `out[y, x, o] = bias[o] + sum over (dy, dx, i) of weights[o, i, dy, dx] *
 /// input[y + dy - 1, x + dx - 1, i]`, zero outside the input.
@@ -294,8 +295,7 @@ fn op_at(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<ChannelL
     let Some(conv) = node.op_as::<Conv>() else {
         return Ok(None);
     };
-    let spec = &conv.pool_spec;
-    let batch_axis = match spec.data_format {
+    let batch_axis = match conv.pool_spec.data_format {
         DataFormat::NHWC => true,
         DataFormat::HWC => false,
         _ => return Ok(None),
@@ -305,18 +305,9 @@ fn op_at(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<ChannelL
         (true, Some(&[1, h, w, _])) | (false, Some(&[h, w, _])) => [h, w],
         _ => return Ok(None),
     };
-    let unit = |v: Option<&TVec<usize>>| v.is_none_or(|v| v.iter().all(|&d| d == 1));
-    if conv.q_params.is_some()
-        || conv.group != 1
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || spec.kernel_shape.as_slice() != [3, 3]
-        || !unit(spec.strides.as_ref())
-        || !unit(spec.dilations.as_ref())
+    if conv.group != 1
         || input.datum_type != f32::datum_type()
-        || spec
-            .computed_padding(&hw)
-            .iter()
-            .any(|p| p.pad_before != 1 || p.pad_after != 1)
+        || stride_and_padding(conv, hw) != Some((1, [1, 1]))
     {
         return Ok(None);
     }

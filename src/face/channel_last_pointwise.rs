@@ -21,7 +21,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::rewrite::{channel_bias_after, einsum_1x1, map_f32, relu_after};
+use super::rewrite::{bias_and_relu_after, einsum_1x1, map_f32};
 use super::simd::{Isa, Kernel, Simd};
 use super::window3x3::lanes;
 
@@ -395,20 +395,10 @@ fn op_at(
     };
     let (cin, cout) = (einsum.in_channels, einsum.out_channels);
     let planes_in = einsum.channels_last_out;
-    let (bias, mut last) =
-        channel_bias_after(model, id, cout, planes_in)?.unwrap_or((vec![0.0; cout], id));
-    let relu = relu_after(model, last)?;
-    if let Some(max) = relu {
-        last = max;
-    }
+    let (bias, relu, last) = bias_and_relu_after(model, id, cout, planes_in)?;
     Ok(
-        ChannelLastPointwise::new(&einsum.weights, bias, [cin, cout], planes_in, isa).map(|op| {
-            let op = ChannelLastPointwise {
-                relu: relu.is_some(),
-                ..op
-            };
-            (op, einsum.batch_axis, last)
-        }),
+        ChannelLastPointwise::new(&einsum.weights, bias, [cin, cout], planes_in, isa)
+            .map(|op| (ChannelLastPointwise { relu, ..op }, einsum.batch_axis, last)),
     )
 }
 

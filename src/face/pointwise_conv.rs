@@ -19,7 +19,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::rewrite::{channel_bias_after, einsum_1x1, map_f32, relu_after, Einsum1x1};
+use super::rewrite::{bias_and_relu_after, einsum_1x1, map_f32, Einsum1x1};
 use super::simd::{Isa, Kernel, Simd};
 
 /// Beyond this tract's matrix product is faster (measured on SCRFD: 48 -> 80 gained 0.7-1.3 ms,
@@ -332,18 +332,13 @@ fn pointwise_conv_at(
     if cin > MAX_IN_CHANNELS && cout > NARROW_OUT_CHANNELS {
         return Ok(None);
     }
-    let (bias, mut last) =
-        channel_bias_after(model, id, cout, false)?.unwrap_or((vec![0.0; cout], id));
-    let relu = relu_after(model, last)?;
-    if let Some(max) = relu {
-        last = max;
-    }
+    let (bias, relu, last) = bias_and_relu_after(model, id, cout, false)?;
     let op = PointwiseConv {
         in_channels: cin,
         out_channels: cout,
         weights: Arc::new(weights),
         bias: Arc::new(bias),
-        relu: relu.is_some(),
+        relu,
         batch_axis,
         isa,
     };

@@ -151,7 +151,7 @@ pub(crate) fn einsum_1x1(model: &TypedModel, id: usize) -> TractResult<Option<Ei
 /// constant of one value per output channel on the channel axis (third from the end, as in
 /// `[out, 1, 1]` or `[1, out, 1, 1]`, or last if `channels_last`, as in `[1, 1, 1, out]`) or
 /// one value for all; its values per channel and its id.
-pub(crate) fn channel_bias_after(
+fn channel_bias_after(
     model: &TypedModel,
     id: usize,
     out_channels: usize,
@@ -175,6 +175,23 @@ pub(crate) fn channel_bias_after(
         vec![values[0]; out_channels]
     };
     Ok(Some((bias, add)))
+}
+
+/// What follows a 1x1 convolution at node `id` and goes into its operator: its bias (zeros
+/// without one, see [`channel_bias_after`]), whether a ReLU follows ([`relu_after`]), and the
+/// last node taken (the convolution's, its bias `Add`'s or the ReLU's id).
+pub(crate) fn bias_and_relu_after(
+    model: &TypedModel,
+    id: usize,
+    out_channels: usize,
+    channels_last: bool,
+) -> TractResult<(Vec<f32>, bool, usize)> {
+    let (bias, last) = channel_bias_after(model, id, out_channels, channels_last)?
+        .unwrap_or((vec![0.0; out_channels], id));
+    Ok(match relu_after(model, last)? {
+        Some(max) => (bias, true, max),
+        None => (bias, false, last),
+    })
 }
 
 /// The ReLU (`max(x, 0)`) that is the only reader of `id`'s output.

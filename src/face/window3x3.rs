@@ -13,6 +13,33 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::rewrite::{map_f32, relu_after};
 use super::simd::{Isa, Kernel, Simd};
 
+/// The stride and the padding after the input (rows, columns) of `conv` over an input of
+/// `hw` if it is a 3x3 convolution, whatever its layout, with OIHW kernel, no dilation, the same
+/// stride of 1 or 2 on both axes, padding 1 before and at most 2 after.
+pub(crate) fn stride_and_padding(conv: &Conv, hw: [usize; 2]) -> Option<(usize, [usize; 2])> {
+    let spec = &conv.pool_spec;
+    let strides = spec.strides();
+    let stride = strides[0];
+    if conv.q_params.is_some()
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || spec.kernel_shape.as_slice() != [3, 3]
+        || strides.len() != 2
+        || strides[1] != stride
+        || !(1..=2).contains(&stride)
+        || spec
+            .dilations
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|&d| d != 1))
+    {
+        return None;
+    }
+    let padding = spec.computed_padding(&hw);
+    if padding.iter().any(|p| p.pad_before != 1 || p.pad_after > 2) {
+        return None;
+    }
+    Some((stride, [padding[0].pad_after, padding[1].pad_after]))
+}
+
 /// A 3x3 window, padded by 1 before the input on both axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Window3x3 {
@@ -28,41 +55,26 @@ impl Window3x3 {
     /// The window of `conv` at `node` if it is a 3x3 f32 convolution of a concrete (N)CHW
     /// input with OIHW kernel, no dilation, stride 1 or 2 on both axes and padding 1 before.
     pub fn of(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
-        let spec = &conv.pool_spec;
-        let strides = spec.strides();
-        let stride = strides[0];
-        if conv.q_params.is_some()
-            || conv.kernel_fmt != KernelFormat::OIHW
-            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            || spec.kernel_shape.as_slice() != [3, 3]
-            || strides.len() != 2
-            || strides[1] != stride
-            || !(1..=2).contains(&stride)
-            || spec
-                .dilations
-                .as_ref()
-                .is_some_and(|d| d.iter().any(|&d| d != 1))
-        {
-            return Ok(None);
-        }
-        let batch_axis = spec.data_format == DataFormat::NCHW;
+        let batch_axis = match conv.pool_spec.data_format {
+            DataFormat::NCHW => true,
+            DataFormat::CHW => false,
+            _ => return Ok(None),
+        };
         let input = model.outlet_fact(node.inputs[0])?;
-        let (h, w) = match (batch_axis, input.shape.as_concrete()) {
-            (true, Some(&[1, _, h, w])) | (false, Some(&[_, h, w])) => (h, w),
+        let hw = match (batch_axis, input.shape.as_concrete()) {
+            (true, Some(&[1, _, h, w])) | (false, Some(&[_, h, w])) => [h, w],
             _ => return Ok(None),
         };
         if input.datum_type != f32::datum_type() {
             return Ok(None);
         }
-        let padding = spec.computed_padding(&[h, w]);
-        if padding.iter().any(|p| p.pad_before != 1 || p.pad_after > 2) {
-            return Ok(None);
-        }
-        Ok(Some(Window3x3 {
-            stride,
-            pad_after: [padding[0].pad_after, padding[1].pad_after],
-            batch_axis,
-        }))
+        Ok(
+            stride_and_padding(conv, hw).map(|(stride, pad_after)| Window3x3 {
+                stride,
+                pad_after,
+                batch_axis,
+            }),
+        )
     }
 
     /// Height and width of an input shape with `channels` channels.
