@@ -1,6 +1,6 @@
 //! 3x3 convolutions over few input channels per group, in AVX-512 or AVX2 (`simd.rs`): a
-//! network's first layer (3x3 over RGB), grouped ones of 2 to 4 input channels per group, and
-//! narrow ones of up to 16 (SCRFD's neck).
+//! network's first layer (3x3 over RGB), grouped ones of 2 to 16 input channels per group,
+//! and narrow ones of up to 16 input channels (SCRFD's neck).
 //! One vector of output columns (16 or 8) of a block of output channels at a time (8, or fewer
 //! when a group has fewer), each of the group's input vectors (masked loads, every other column
 //! for stride 2, as in `depthwise3x3`) multiplied into the block's accumulators held in
@@ -35,7 +35,8 @@ use super::rewrite::constant_kernel_and_bias;
 use super::simd::{Isa, Simd};
 use super::window3x3::{self, load_columns, store_columns, Maps, Tap, Window3x3, WindowKernel};
 
-/// Input channels per group: an image's, or a narrow group's; not a feature map's.
+/// Input channels per group: an image's, a narrow group's or a narrow map's (each output
+/// vector reads this many input channels times nine taps).
 pub(crate) const MAX_IN_CHANNELS: usize = 16;
 
 /// Output channels computed together: each input vector loaded feeds this many accumulators
