@@ -9,7 +9,7 @@
 - .env.example lists every variable src/config.rs reads, so the checks above see them all.
 - Every metric the alerts and the dashboard query exists in src/metrics.rs (or comes from
   Prometheus or node-exporter), with _bucket/_sum/_count only on histograms.
-- The routes the alerts and the dashboard filter on exist in src/routes/.
+- The routes the alerts and the dashboard filter on exist in src/http/routes/.
 - The YAML and JSON files parse.
 
 Needs PyYAML (`pip install pyyaml`, or Debian's python3-yaml).
@@ -251,11 +251,11 @@ def main() -> int:
         used += check_metrics(where, [expr], names, histograms)
 
     routes = set()
-    for f in (REPO / "src/routes").glob("*.rs"):
+    for f in (REPO / "src/http/routes").glob("*.rs"):
         routes |= set(re.findall(r'#\[(?:get|post|put|delete)\("([^"]+)"\)\]', f.read_text()))
     for r in ROUTES_USED:
         if r not in routes:
-            problem(f"the alerts/dashboard filter on route {r}, which src/routes/ no longer defines")
+            problem(f"the alerts/dashboard filter on route {r}, which src/http/routes/ no longer defines")
 
     counts = {k: sum(1 for v in covered.values() if v == k) for k in ("compose", "image", "default")}
     print(f"check-deploy: {len(documented)} variables in .env.example: {counts['compose']} set by compose, "

@@ -25,7 +25,7 @@ echo "set-up took $(( $(date +%s) - start ))s"
 
 if [ "$lint" = 1 ]; then
   cargo fmt --all -- --check
-  cargo clippy --all-targets --locked -- -D warnings
+  cargo clippy --workspace --all-targets --locked -- -D warnings
   # The deployment files agree with the code (env vars, metric names, routes).
   python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
   python3 scripts/check-deploy.py
@@ -34,11 +34,13 @@ if [ "$lint" = 1 ]; then
   scripts/deny.sh
 fi
 
-# Unit tests and the API tests run in parallel, each API test on its own database, bucket and
-# Redis prefix.
-cargo test --locked --lib --bins --test api
+# Unit tests of both crates (the engine's: kernels against their definitions and tract, the
+# pipeline against onnxruntime's reference) and the API tests, each API test on its own
+# database, bucket and Redis prefix. Always the whole workspace: a build of one package alone
+# resolves other features and rebuilds tract.
+cargo test --locked --workspace --lib --bins --test api
 # Fault tests stop and restart the shared services, so they run alone and one at a time.
-cargo test --locked --test faults -- --test-threads=1
+cargo test --locked --workspace --test faults -- --test-threads=1
 
 # Operations: the DBA scripts and the deployment checklist, run on the built binary.
 export FACEPASS_BIN="${CARGO_TARGET_DIR:-target}/debug/facepass"

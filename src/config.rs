@@ -248,7 +248,17 @@ impl DatabaseConfig {
     pub fn url(&self) -> &str {
         self.url.expose_secret()
     }
+
+    /// The longest one statement (and one transaction of the request path) may run: a few
+    /// calls' worth, since a photo's transaction writes all its faces, and no longer, since a
+    /// statement that outlives the request is of no use to anyone.
+    pub fn statement_timeout(&self) -> Duration {
+        self.timeout * STATEMENT_TIMEOUT_CALLS
+    }
 }
+
+/// How many DB_TIMEOUT_SECS a statement may run (`DatabaseConfig::statement_timeout`).
+pub const STATEMENT_TIMEOUT_CALLS: u32 = 6;
 
 fn load_dotenv() -> Result<(), ConfigError> {
     // A missing .env is normal; a broken one is a start-up error worth seeing.
@@ -441,11 +451,20 @@ impl Vars<'_> {
         let host = self.string("REDIS_HOST", "127.0.0.1");
         let port: u16 = self.parse("REDIS_PORT", 56379);
         let db: u32 = self.parse("REDIS_DB", 0);
-        let auth = match self.raw("REDIS_PASSWORD") {
-            Some(p) => format!(":{p}@"),
-            None => String::new(),
+        let password = self.raw("REDIS_PASSWORD").map(str::to_owned);
+        let mut url = match Url::parse(&format!("redis://{host}:{port}/{db}")) {
+            Ok(u) => u,
+            Err(e) => {
+                self.problems
+                    .push(format!("REDIS_HOST: not a valid address ({e})"));
+                return SecretString::from(String::new());
+            }
         };
-        SecretString::from(format!("redis://{auth}{host}:{port}/{db}"))
+        // Percent-encoded, as for PostgreSQL: a password may hold '@', ':', '/' or '#'.
+        if let Some(password) = password.filter(|p| !p.is_empty()) {
+            let _ = url.set_password(Some(&password));
+        }
+        SecretString::from(url.to_string())
     }
 
     fn bucket(&mut self) -> String {
@@ -568,6 +587,21 @@ mod tests {
             m.insert(k.to_string(), v.to_string());
         }
         m
+    }
+
+    #[test]
+    fn a_redis_password_with_reserved_characters_survives_in_the_url() {
+        use redis::IntoConnectionInfo;
+        let password = "p@ss:w/rd#1?";
+        let config = Config::from_vars(&vars(&[("REDIS_PASSWORD", password)])).expect("config");
+        let info = config
+            .redis
+            .url
+            .expose_secret()
+            .into_connection_info()
+            .expect("Redis reads the URL");
+        assert_eq!(info.redis_settings().password(), Some(password));
+        assert_eq!(info.addr().to_string(), "127.0.0.1:56379");
     }
 
     /// `.env.example` is what operators copy: its values must all be valid, and it must name

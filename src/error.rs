@@ -250,9 +250,9 @@ impl From<crate::store::photos::PhotoError> for ApiError {
     }
 }
 
-impl From<crate::face::FaceError> for ApiError {
-    fn from(e: crate::face::FaceError) -> Self {
-        use crate::face::FaceError as F;
+impl From<facepass_face::FaceError> for ApiError {
+    fn from(e: facepass_face::FaceError) -> Self {
+        use facepass_face::FaceError as F;
         match e {
             F::InvalidImage(_) | F::InvalidEmbedding(_) => {
                 ApiError::new(Code::InvalidImage, e.to_string())

@@ -151,7 +151,7 @@ pub fn record_http(route: String, method: String, status: u16, elapsed: Duration
 }
 
 /// The stage timings of one face-engine run (alignment counts as embedding).
-pub fn record_inference(t: &crate::face::StageTimings) {
+pub fn record_inference(t: &facepass_face::StageTimings) {
     for (stage, ms) in [
         ("decode", t.decode_ms),
         ("detect", t.detect_ms),

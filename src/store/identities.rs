@@ -2,9 +2,11 @@
 //! scoped to the tenant.
 
 use pgvector::Vector;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::domain::{IdentityId, TenantId};
+use crate::store::db::Db;
+use facepass_face::BBox;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IdentityRow {
@@ -48,142 +50,159 @@ pub enum EnrollError {
 }
 
 pub async fn find(
-    pool: &PgPool,
+    db: &Db,
     tenant: &TenantId,
     identity: &IdentityId,
 ) -> Result<Option<IdentityRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {IDENTITY_COLUMNS} from identity i where i.tenant_id = $1 and i.identity_id = $2"
-    ))
-    .bind(tenant.as_str())
-    .bind(identity.as_str())
-    .fetch_optional(pool)
+    let pool = db.pool();
+    db.call("identities.find", async {
+        sqlx::query_as(&format!(
+            "select {IDENTITY_COLUMNS} from identity i where i.tenant_id = $1 and i.identity_id = $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(identity.as_str())
+        .fetch_optional(pool)
+        .await
+    })
     .await
 }
 
 /// Enrolls (or re-enrolls, or appends to) an identity in one transaction and recomputes its
-/// template: the L2-normalised mean of all its embeddings. The caller commits, then starts
+/// template: the L2-normalised mean of all its embeddings. The caller then starts
 /// tagging. Returns the identity's key.
 pub async fn enroll(
-    conn: &mut PgConnection,
+    db: &Db,
     tenant: &TenantId,
     identity: &IdentityId,
     model_id: &str,
     mode: EnrollMode,
     embeddings: &[NewIdentityEmbedding],
 ) -> Result<i64, EnrollError> {
-    sqlx::query("insert into tenant (tenant_id) values ($1) on conflict do nothing")
-        .bind(tenant.as_str())
-        .execute(&mut *conn)
-        .await?;
-    // A placeholder template until the real one is computed below, in the same transaction.
-    let first = Vector::from(
-        embeddings
-            .first()
-            .map(|e| e.embedding.clone())
-            .unwrap_or_default(),
-    );
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "insert into identity (tenant_id, identity_id, model_id, template) values ($1, $2, $3, $4) \
-         on conflict on constraint identity_tenant_identity_id_key do nothing returning identity_pk",
-    )
-    .bind(tenant.as_str())
-    .bind(identity.as_str())
-    .bind(model_id)
-    .bind(&first)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let pk = match inserted {
-        Some(pk) => pk,
-        None => {
-            let (pk, existing_model): (i64, String) = sqlx::query_as(
-                "select identity_pk, model_id from identity \
-                 where tenant_id = $1 and identity_id = $2 for update",
-            )
+    db.transaction("identities.enroll", async {
+        let mut tx = db.pool().begin().await?;
+        let conn = &mut *tx;
+        sqlx::query("insert into tenant (tenant_id) values ($1) on conflict do nothing")
             .bind(tenant.as_str())
-            .bind(identity.as_str())
-            .fetch_one(&mut *conn)
+            .execute(&mut *conn)
             .await?;
-            match mode {
-                EnrollMode::Append if existing_model != model_id => {
-                    return Err(EnrollError::ModelMismatch(existing_model));
-                }
-                EnrollMode::Append => {}
-                EnrollMode::Replace => {
-                    sqlx::query("delete from identity_embedding where identity_pk = $1")
+        // A placeholder template until the real one is computed below, in the same transaction.
+        let first = Vector::from(
+            embeddings
+                .first()
+                .map(|e| e.embedding.clone())
+                .unwrap_or_default(),
+        );
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "insert into identity (tenant_id, identity_id, model_id, template) values ($1, $2, $3, $4) \
+             on conflict on constraint identity_tenant_identity_id_key do nothing returning identity_pk",
+        )
+        .bind(tenant.as_str())
+        .bind(identity.as_str())
+        .bind(model_id)
+        .bind(&first)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let pk = match inserted {
+            Some(pk) => pk,
+            None => {
+                let (pk, existing_model): (i64, String) = sqlx::query_as(
+                    "select identity_pk, model_id from identity \
+                     where tenant_id = $1 and identity_id = $2 for update",
+                )
+                .bind(tenant.as_str())
+                .bind(identity.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+                match mode {
+                    EnrollMode::Append if existing_model != model_id => {
+                        return Err(EnrollError::ModelMismatch(existing_model));
+                    }
+                    EnrollMode::Append => {}
+                    EnrollMode::Replace => {
+                        sqlx::query("delete from identity_embedding where identity_pk = $1")
+                            .bind(pk)
+                            .execute(&mut *conn)
+                            .await?;
+                        // Its old tags are recomputed from the new template by the tagging job.
+                        sqlx::query(
+                            "update face set identity_pk = null, identity_similarity = null \
+                             where identity_pk = $1",
+                        )
                         .bind(pk)
                         .execute(&mut *conn)
                         .await?;
-                    // Its old tags are recomputed from the new template by the tagging job.
-                    sqlx::query(
-                        "update face set identity_pk = null, identity_similarity = null \
-                         where identity_pk = $1",
-                    )
-                    .bind(pk)
-                    .execute(&mut *conn)
-                    .await?;
+                    }
                 }
+                pk
             }
-            pk
+        };
+        for e in embeddings {
+            sqlx::query(
+                "insert into identity_embedding (identity_pk, image_sha256, bbox, det_score, model_id, embedding) \
+                 values ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(pk)
+            .bind(&e.image_sha256[..])
+            .bind(e.bbox.to_vec())
+            .bind(e.det_score)
+            .bind(model_id)
+            .bind(Vector::from(e.embedding.clone()))
+            .execute(&mut *conn)
+            .await?;
         }
-    };
-    for e in embeddings {
         sqlx::query(
-            "insert into identity_embedding (identity_pk, image_sha256, bbox, det_score, model_id, embedding) \
-             values ($1, $2, $3, $4, $5, $6)",
+            "update identity set model_id = $2, updated_at = now(), tagging_status = 'pending', \
+             tagged_faces = 0, \
+             template = (select l2_normalize(avg(embedding)) from identity_embedding where identity_pk = $1) \
+             where identity_pk = $1",
         )
         .bind(pk)
-        .bind(&e.image_sha256[..])
-        .bind(e.bbox.to_vec())
-        .bind(e.det_score)
         .bind(model_id)
-        .bind(Vector::from(e.embedding.clone()))
         .execute(&mut *conn)
         .await?;
-    }
-    sqlx::query(
-        "update identity set model_id = $2, updated_at = now(), tagging_status = 'pending', \
-         tagged_faces = 0, \
-         template = (select l2_normalize(avg(embedding)) from identity_embedding where identity_pk = $1) \
-         where identity_pk = $1",
-    )
-    .bind(pk)
-    .bind(model_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(pk)
+        tx.commit().await?;
+        Ok(pk)
+    })
+    .await
 }
 
 pub async fn delete(
-    conn: &mut PgConnection,
+    db: &Db,
     tenant: &TenantId,
     identity: &IdentityId,
 ) -> Result<bool, sqlx::Error> {
-    // Tags on faces go with it (on delete set null).
-    let done = sqlx::query("delete from identity where tenant_id = $1 and identity_id = $2")
-        .bind(tenant.as_str())
-        .bind(identity.as_str())
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    db.call("identities.delete", async {
+        // Tags on faces go with it (on delete set null).
+        let done = sqlx::query("delete from identity where tenant_id = $1 and identity_id = $2")
+            .bind(tenant.as_str())
+            .bind(identity.as_str())
+            .execute(db.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    })
+    .await
 }
 
 /// A page of identities in id order, after `after` (keyset pagination).
 pub async fn list(
-    pool: &PgPool,
+    db: &Db,
     tenant: &TenantId,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<IdentityRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {IDENTITY_COLUMNS} from identity i \
-         where i.tenant_id = $1 and ($2::text is null or i.identity_id > $2) \
-         order by i.identity_id limit $3"
-    ))
-    .bind(tenant.as_str())
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
+    let pool = db.pool();
+    db.call("identities.list", async {
+        sqlx::query_as(&format!(
+            "select {IDENTITY_COLUMNS} from identity i \
+             where i.tenant_id = $1 and ($2::text is null or i.identity_id > $2) \
+             order by i.identity_id limit $3"
+        ))
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })
     .await
 }
 
@@ -195,75 +214,83 @@ pub struct Candidate {
 
 /// 1:N: the tenant's identities closest to `embedding`, best first (exact scan).
 pub async fn nearest(
-    pool: &PgPool,
+    db: &Db,
     tenant: &TenantId,
     model_id: &str,
     embedding: &[f32],
     top_k: i64,
 ) -> Result<Vec<Candidate>, sqlx::Error> {
-    sqlx::query_as(
-        "select identity_id, 1 - (template <=> $1) as similarity from identity \
-         where tenant_id = $2 and model_id = $3 \
-         order by template <=> $1, identity_id limit $4",
-    )
-    .bind(Vector::from(embedding.to_vec()))
-    .bind(tenant.as_str())
-    .bind(model_id)
-    .bind(top_k)
-    .fetch_all(pool)
+    let pool = db.pool();
+    db.call("identities.nearest", async {
+        sqlx::query_as(
+            "select identity_id, 1 - (template <=> $1) as similarity from identity \
+             where tenant_id = $2 and model_id = $3 \
+             order by template <=> $1, identity_id limit $4",
+        )
+        .bind(Vector::from(embedding.to_vec()))
+        .bind(tenant.as_str())
+        .bind(model_id)
+        .bind(top_k)
+        .fetch_all(pool)
+        .await
+    })
     .await
 }
 
 /// Tags the tenant's indexed faces that match this identity better than any tag they carry.
 /// Returns how many faces now carry this identity.
-pub async fn tag_faces(
-    pool: &PgPool,
-    identity_pk: i64,
-    threshold: f32,
-) -> Result<i64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("update identity set tagging_status = 'running' where identity_pk = $1")
+pub async fn tag_faces(db: &Db, identity_pk: i64, threshold: f32) -> Result<i64, sqlx::Error> {
+    let pool = db.pool();
+    db.transaction("identities.tag_faces", async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("update identity set tagging_status = 'running' where identity_pk = $1")
+            .bind(identity_pk)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "update face f set identity_pk = i.identity_pk, \
+                    identity_similarity = 1 - (f.embedding <=> i.template) \
+             from identity i \
+             where i.identity_pk = $1 and f.tenant_id = i.tenant_id and f.model_id = i.model_id \
+               and 1 - (f.embedding <=> i.template) >= $2 \
+               and (f.identity_pk is null or f.identity_pk = i.identity_pk \
+                    or f.identity_similarity < 1 - (f.embedding <=> i.template))",
+        )
         .bind(identity_pk)
+        .bind(f64::from(threshold))
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "update face f set identity_pk = i.identity_pk, \
-                identity_similarity = 1 - (f.embedding <=> i.template) \
-         from identity i \
-         where i.identity_pk = $1 and f.tenant_id = i.tenant_id and f.model_id = i.model_id \
-           and 1 - (f.embedding <=> i.template) >= $2 \
-           and (f.identity_pk is null or f.identity_pk = i.identity_pk \
-                or f.identity_similarity < 1 - (f.embedding <=> i.template))",
-    )
-    .bind(identity_pk)
-    .bind(f64::from(threshold))
-    .execute(&mut *tx)
-    .await?;
-    let tagged: i64 = sqlx::query_scalar("select count(*) from face where identity_pk = $1")
+        let tagged: i64 = sqlx::query_scalar("select count(*) from face where identity_pk = $1")
+            .bind(identity_pk)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "update identity set tagging_status = 'done', tagged_faces = $2 where identity_pk = $1",
+        )
         .bind(identity_pk)
-        .fetch_one(&mut *tx)
+        .bind(tagged as i32)
+        .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "update identity set tagging_status = 'done', tagged_faces = $2 where identity_pk = $1",
-    )
-    .bind(identity_pk)
-    .bind(tagged as i32)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(tagged)
+        tx.commit().await?;
+        Ok(tagged)
+    })
+    .await
 }
 
-pub async fn mark_tagging_failed(pool: &PgPool, identity_pk: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("update identity set tagging_status = 'failed' where identity_pk = $1")
-        .bind(identity_pk)
-        .execute(pool)
-        .await
-        .map(|_| ())
+pub async fn mark_tagging_failed(db: &Db, identity_pk: i64) -> Result<(), sqlx::Error> {
+    let pool = db.pool();
+    db.call("identities.mark_tagging_failed", async {
+        sqlx::query("update identity set tagging_status = 'failed' where identity_pk = $1")
+            .bind(identity_pk)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+    .await
 }
 
 /// Tags the faces of a just-indexed photo with their best-matching identity of the tenant.
-pub async fn tag_photo_faces(
+pub(super) async fn tag_photo_faces(
     conn: &mut PgConnection,
     photo_pk: i64,
     threshold: f32,
@@ -292,24 +319,29 @@ pub struct TaggedPhoto {
     pub photo_id: String,
     pub s3_key: String,
     pub face_id: uuid::Uuid,
-    pub bbox: Vec<f32>,
+    #[sqlx(try_from = "Vec<f32>")]
+    pub bbox: BBox,
     pub similarity: f32,
 }
 
 /// Indexed photos in which the identity was tagged, best match first.
 pub async fn tagged_photos(
-    pool: &PgPool,
+    db: &Db,
     identity_pk: i64,
     limit: i64,
 ) -> Result<Vec<TaggedPhoto>, sqlx::Error> {
-    sqlx::query_as(
-        "select s.session_id, p.photo_id, p.s3_key, f.face_id, f.bbox, f.identity_similarity as similarity \
-         from face f join photo p using (photo_pk) join session s on s.session_pk = p.session_pk \
-         where f.identity_pk = $1 \
-         order by f.identity_similarity desc, p.photo_id limit $2",
-    )
-    .bind(identity_pk)
-    .bind(limit)
-    .fetch_all(pool)
+    let pool = db.pool();
+    db.call("identities.tagged_photos", async {
+        sqlx::query_as(
+            "select s.session_id, p.photo_id, p.s3_key, f.face_id, f.bbox, f.identity_similarity as similarity \
+             from face f join photo p using (photo_pk) join session s on s.session_pk = p.session_pk \
+             where f.identity_pk = $1 \
+             order by f.identity_similarity desc, p.photo_id limit $2",
+        )
+        .bind(identity_pk)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })
     .await
 }

@@ -1,30 +1,22 @@
 //! API keys stored in the database (only their SHA-256).
 
-use std::time::Duration;
-
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::KeyHash;
-use crate::domain::TenantId;
-use crate::store::db::timed;
+use crate::domain::{KeyHash, TenantId};
+use crate::store::db::Db;
 
 /// The tenant of an unrevoked key with this hash.
-pub async fn tenant_for(
-    pool: &PgPool,
-    hash: &KeyHash,
-    timeout: Duration,
-) -> Result<Option<TenantId>, sqlx::Error> {
-    let tenant: Option<String> = timed(
-        "key_lookup",
-        timeout,
-        sqlx::query_scalar(
-            "select tenant_id from api_key where key_hash = $1 and revoked_at is null",
+pub async fn tenant_for(db: &Db, hash: &KeyHash) -> Result<Option<TenantId>, sqlx::Error> {
+    let tenant: Option<String> = db
+        .call(
+            "keys.tenant_for",
+            sqlx::query_scalar(
+                "select tenant_id from api_key where key_hash = $1 and revoked_at is null",
+            )
+            .bind(&hash[..])
+            .fetch_optional(db.pool()),
         )
-        .bind(&hash[..])
-        .fetch_optional(pool),
-    )
-    .await?;
+        .await?;
     // Rows were checked on insert; a bad one would mean tampering, so treat it as no key.
     Ok(tenant.and_then(|t| TenantId::parse(&t).ok()))
 }
@@ -40,49 +32,61 @@ pub struct KeyRow {
 }
 
 pub async fn create(
-    pool: &PgPool,
+    db: &Db,
     tenant: &TenantId,
     hash: &KeyHash,
     prefix: &str,
     label: Option<&str>,
 ) -> Result<Uuid, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("insert into tenant (tenant_id) values ($1) on conflict do nothing")
+    let pool = db.pool();
+    db.call("keys.create", async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("insert into tenant (tenant_id) values ($1) on conflict do nothing")
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "insert into api_key (api_key_id, tenant_id, key_hash, key_prefix, label) \
+             values ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
         .bind(tenant.as_str())
+        .bind(&hash[..])
+        .bind(prefix)
+        .bind(label)
         .execute(&mut *tx)
         .await?;
-    let id = Uuid::new_v4();
-    sqlx::query(
-        "insert into api_key (api_key_id, tenant_id, key_hash, key_prefix, label) \
-         values ($1, $2, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(tenant.as_str())
-    .bind(&hash[..])
-    .bind(prefix)
-    .bind(label)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(id)
+        tx.commit().await?;
+        Ok(id)
+    })
+    .await
 }
 
 /// Revokes at once: the next request with this key is refused (keys are not cached).
-pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update api_key set revoked_at = now() where api_key_id = $1 and revoked_at is null",
-    )
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
+pub async fn revoke(db: &Db, id: Uuid) -> Result<bool, sqlx::Error> {
+    let pool = db.pool();
+    db.call("keys.revoke", async {
+        let done = sqlx::query(
+            "update api_key set revoked_at = now() where api_key_id = $1 and revoked_at is null",
+        )
+        .bind(id)
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    })
+    .await
 }
 
-pub async fn list(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> {
-    sqlx::query_as(
-        "select api_key_id, tenant_id, key_prefix, label, created_at, revoked_at \
-         from api_key order by tenant_id, created_at",
-    )
-    .fetch_all(pool)
+pub async fn list(db: &Db) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let pool = db.pool();
+    db.call("keys.list", async {
+        sqlx::query_as(
+            "select api_key_id, tenant_id, key_prefix, label, created_at, revoked_at \
+             from api_key order by tenant_id, created_at",
+        )
+        .fetch_all(pool)
+        .await
+    })
     .await
 }

@@ -4,6 +4,8 @@ use pgvector::Vector;
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::store::db::Db;
+
 pub const IVFFLAT_INDEX: &str = "face_embedding_ivfflat_idx";
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -44,58 +46,66 @@ pub fn recommended_lists(rows: i64) -> i64 {
     }
 }
 
-pub async fn ivfflat_lists(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
-    let options: Option<Vec<String>> =
-        sqlx::query_scalar("select reloptions from pg_class where relname = $1")
-            .bind(IVFFLAT_INDEX)
-            .fetch_optional(pool)
-            .await?
-            .flatten();
-    Ok(options
-        .unwrap_or_default()
-        .iter()
-        .find_map(|o| o.strip_prefix("lists=").and_then(|v| v.parse().ok())))
+pub async fn ivfflat_lists(db: &Db) -> Result<Option<i64>, sqlx::Error> {
+    let pool = db.pool();
+    db.unbounded("maintenance.ivfflat_lists", async {
+        let options: Option<Vec<String>> =
+            sqlx::query_scalar("select reloptions from pg_class where relname = $1")
+                .bind(IVFFLAT_INDEX)
+                .fetch_optional(pool)
+                .await?
+                .flatten();
+        Ok(options
+            .unwrap_or_default()
+            .iter()
+            .find_map(|o| o.strip_prefix("lists=").and_then(|v| v.parse().ok())))
+    })
+    .await
 }
 
-pub async fn stats(pool: &PgPool, probes: u32, sample: usize) -> Result<Stats, sqlx::Error> {
-    let tenants: Vec<TenantRows> = sqlx::query_as(
-        "select t.tenant_id, \
-                (select count(*) from session s where s.tenant_id = t.tenant_id) as sessions, \
-                (select count(*) from photo p where p.tenant_id = t.tenant_id) as photos, \
-                (select count(*) from face f where f.tenant_id = t.tenant_id) as faces, \
-                (select count(*) from identity i where i.tenant_id = t.tenant_id) as identities \
-         from tenant t order by t.tenant_id",
-    )
-    .fetch_all(pool)
-    .await?;
-    let faces: i64 = sqlx::query_scalar("select count(*) from face")
-        .fetch_one(pool)
+pub async fn stats(db: &Db, probes: u32, sample: usize) -> Result<Stats, sqlx::Error> {
+    let pool = db.pool();
+    db.unbounded("maintenance.stats", async {
+        let tenants: Vec<TenantRows> = sqlx::query_as(
+            "select t.tenant_id, \
+                    (select count(*) from session s where s.tenant_id = t.tenant_id) as sessions, \
+                    (select count(*) from photo p where p.tenant_id = t.tenant_id) as photos, \
+                    (select count(*) from face f where f.tenant_id = t.tenant_id) as faces, \
+                    (select count(*) from identity i where i.tenant_id = t.tenant_id) as identities \
+             from tenant t order by t.tenant_id",
+        )
+        .fetch_all(pool)
         .await?;
-    let table_bytes: i64 = sqlx::query_scalar("select pg_total_relation_size('face')")
-        .fetch_one(pool)
+        let faces: i64 = sqlx::query_scalar("select count(*) from face")
+            .fetch_one(pool)
+            .await?;
+        let table_bytes: i64 = sqlx::query_scalar("select pg_total_relation_size('face')")
+            .fetch_one(pool)
+            .await?;
+        let indexes: Vec<IndexSize> = sqlx::query_as(
+            "select indexrelid::regclass::text as index, pg_relation_size(indexrelid) as bytes \
+             from pg_index where indrelid = 'face'::regclass order by 1",
+        )
+        .fetch_all(pool)
         .await?;
-    let indexes: Vec<IndexSize> = sqlx::query_as(
-        "select indexrelid::regclass::text as index, pg_relation_size(indexrelid) as bytes \
-         from pg_index where indrelid = 'face'::regclass order by 1",
-    )
-    .fetch_all(pool)
-    .await?;
-    let estimated_recall_at_10 = if faces > 0 && sample > 0 {
-        Some(recall(pool, probes, sample).await?)
-    } else {
-        None
-    };
-    Ok(Stats {
-        tenants,
-        faces,
-        table_bytes,
-        indexes,
-        ivfflat_lists: ivfflat_lists(pool).await?,
-        recommended_lists: recommended_lists(faces),
-        probes,
-        estimated_recall_at_10,
-        sample_size: sample,
+        let estimated_recall_at_10 = if faces > 0 && sample > 0 {
+            Some(recall(pool, probes, sample).await?)
+        } else {
+            None
+        };
+        Ok(Stats {
+            tenants,
+            faces,
+            table_bytes,
+            indexes,
+            ivfflat_lists: ivfflat_lists(db).await?,
+            recommended_lists: recommended_lists(faces),
+            probes,
+            estimated_recall_at_10,
+            sample_size: sample,
+        })
     })
+    .await
 }
 
 /// Compares IVFFlat's top 10 with the exact top 10 for `sample` stored faces used as queries.
@@ -152,36 +162,40 @@ async fn recall(pool: &PgPool, probes: u32, sample: usize) -> Result<f64, sqlx::
 
 /// Rebuilds the IVFFlat index with `lists` for the current row count, without blocking writes:
 /// a new index is built CONCURRENTLY, then swapped in. Returns the lists used.
-pub async fn reindex(pool: &PgPool, lists: Option<i64>) -> Result<i64, sqlx::Error> {
-    // One connection throughout: the memory setting must apply to the build.
-    let mut conn = pool.acquire().await?;
-    let rows: i64 = sqlx::query_scalar("select count(*) from face")
-        .fetch_one(&mut *conn)
-        .await?;
-    let lists = lists.unwrap_or_else(|| recommended_lists(rows)).max(1);
-    // The default 64MB fails at 1M rows with 1000 lists (299MB needed, docs/BENCHMARKS.md).
-    sqlx::query("set maintenance_work_mem = '1GB'")
+pub async fn reindex(db: &Db, lists: Option<i64>) -> Result<i64, sqlx::Error> {
+    let pool = db.pool();
+    db.unbounded("maintenance.reindex", async {
+        // One connection throughout: the memory setting must apply to the build.
+        let mut conn = pool.acquire().await?;
+        let rows: i64 = sqlx::query_scalar("select count(*) from face")
+            .fetch_one(&mut *conn)
+            .await?;
+        let lists = lists.unwrap_or_else(|| recommended_lists(rows)).max(1);
+        // The default 64MB fails at 1M rows with 1000 lists (299MB needed, docs/BENCHMARKS.md).
+        sqlx::query("set maintenance_work_mem = '1GB'")
+            .execute(&mut *conn)
+            .await?;
+        let tmp = format!("{IVFFLAT_INDEX}_new");
+        sqlx::query(&format!("drop index concurrently if exists {tmp}"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(&format!(
+            "create index concurrently {tmp} on face using ivfflat (embedding vector_cosine_ops) \
+             with (lists = {lists})"
+        ))
         .execute(&mut *conn)
         .await?;
-    let tmp = format!("{IVFFLAT_INDEX}_new");
-    sqlx::query(&format!("drop index concurrently if exists {tmp}"))
+        sqlx::query(&format!(
+            "drop index concurrently if exists {IVFFLAT_INDEX}"
+        ))
         .execute(&mut *conn)
         .await?;
-    sqlx::query(&format!(
-        "create index concurrently {tmp} on face using ivfflat (embedding vector_cosine_ops) \
-         with (lists = {lists})"
-    ))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(&format!(
-        "drop index concurrently if exists {IVFFLAT_INDEX}"
-    ))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(&format!("alter index {tmp} rename to {IVFFLAT_INDEX}"))
-        .execute(&mut *conn)
-        .await?;
-    Ok(lists)
+        sqlx::query(&format!("alter index {tmp} rename to {IVFFLAT_INDEX}"))
+            .execute(&mut *conn)
+            .await?;
+        Ok(lists)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -77,12 +77,12 @@ async fn another_tenant_sees_nothing_of_ours(pool: PgPool) {
 #[sqlx::test]
 async fn database_keys_work_until_revoked(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let key = facepass::auth::generate_key();
+    let key = facepass::domain::generate_key();
     let tenant = facepass::domain::TenantId::parse("tenant-c").expect("id");
     let id = facepass::store::keys::create(
-        &app.db,
+        &facepass::store::db::Db::new(app.db.clone(), &app.config.database),
         &tenant,
-        &facepass::auth::hash_key(&key),
+        &facepass::domain::hash_key(&key),
         &key[..11],
         Some("test"),
     )
@@ -101,9 +101,12 @@ async fn database_keys_work_until_revoked(pool: PgPool) {
         "the key authenticates"
     );
 
-    assert!(facepass::store::keys::revoke(&app.db, id)
-        .await
-        .expect("revoke"));
+    assert!(facepass::store::keys::revoke(
+        &facepass::store::db::Db::new(app.db.clone(), &app.config.database),
+        id
+    )
+    .await
+    .expect("revoke"));
     let resp = app.get_with_key("/api/v2/sessions/x", &key).await;
     assert_eq!(
         resp.status(),

@@ -2,8 +2,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use facepass::config::Config;
-use facepass::face::FaceEngine;
-use facepass::startup::{load_engine, Application};
+use facepass::startup::Application;
+use facepass::state::load_engine;
+use facepass::store::db::Db;
+use facepass_face::FaceEngine;
 use sqlx::PgPool;
 
 /// Models are loaded and optimised once per test binary.
@@ -46,6 +48,11 @@ pub fn photo(name: &str) -> Vec<u8> {
 
 /// The environment (scripts/services.sh env, exported by scripts/test.sh) plus per-test
 /// overrides: a random port, bucket and Redis prefix so tests never see each other's data.
+/// The store's handle on a test's pool, with the default deadlines.
+pub fn db_of(pool: &PgPool) -> Db {
+    Db::new(pool.clone(), &base_config(&HashMap::new()).database)
+}
+
 pub fn base_config(overrides: &HashMap<&str, String>) -> Config {
     let mut vars: HashMap<String, String> = std::env::vars().collect();
     let root = env!("CARGO_MANIFEST_DIR");
@@ -93,9 +100,13 @@ pub async fn spawn_app_with_engine(
         .entry("API_KEYS")
         .or_insert_with(|| format!("tenant-a:{key},tenant-b:{other_key}"));
     let config = base_config(&overrides);
-    let app = Application::build_with(config.clone(), pool.clone(), engine)
-        .await
-        .expect("app builds");
+    let app = Application::build_with(
+        config.clone(),
+        Db::new(pool.clone(), &config.database),
+        engine,
+    )
+    .await
+    .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -213,10 +224,14 @@ impl TestApp {
     }
 
     /// The same state the server runs on, for calling library code (bulk commands, gc) directly.
-    pub async fn state(&self) -> facepass::startup::AppState {
-        facepass::startup::AppState::new(self.config.clone(), self.db.clone(), engine().await)
-            .await
-            .expect("state")
+    pub async fn state(&self) -> facepass::state::AppState {
+        facepass::state::AppState::new(
+            self.config.clone(),
+            Db::new(self.db.clone(), &self.config.database),
+            engine().await,
+        )
+        .await
+        .expect("state")
     }
 
     /// The key prefix under which this test's tenant A keeps a session.

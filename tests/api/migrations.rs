@@ -1,6 +1,8 @@
 use facepass::store::migrations;
 use sqlx::PgPool;
 
+use crate::helpers::db_of;
+
 /// Everything a migration can change in the public schema, one sorted line per object.
 /// sqlx's own bookkeeping table is left out.
 async fn schema(pool: &PgPool) -> Vec<String> {
@@ -56,11 +58,11 @@ async fn every_down_migration_restores_the_previous_schema_exactly(pool: PgPool)
     // Walk up one version at a time, recording the schema after each step.
     let mut schemas = vec![schema(&pool).await];
     for v in &versions {
-        let applied = migrations::up(&pool, Some(*v)).await.expect("up");
+        let applied = migrations::up(&db_of(&pool), Some(*v)).await.expect("up");
         assert_eq!(applied, vec![*v]);
         schemas.push(schema(&pool).await);
     }
-    assert!(migrations::pending(&pool)
+    assert!(migrations::pending(&db_of(&pool))
         .await
         .expect("pending")
         .is_empty());
@@ -73,20 +75,22 @@ async fn every_down_migration_restores_the_previous_schema_exactly(pool: PgPool)
     // Then down one at a time: each step must give back exactly the schema before that up.
     for (i, v) in versions.iter().enumerate().rev() {
         let previous = if i == 0 { 0 } else { versions[i - 1] };
-        let reverted = migrations::down(&pool, previous).await.expect("down");
+        let reverted = migrations::down(&db_of(&pool), previous)
+            .await
+            .expect("down");
         assert_eq!(reverted, vec![*v]);
         assert_eq!(schema(&pool).await, schemas[i], "down of {v} differs");
     }
     assert!(project_tables(&pool).await.is_empty());
 
     // And up again from zero lands on the same schema as the first time.
-    migrations::up(&pool, None).await.expect("up again");
+    migrations::up(&db_of(&pool), None).await.expect("up again");
     assert_eq!(schema(&pool).await, *schemas.last().expect("final"));
 }
 
 #[sqlx::test(migrations = false)]
 async fn down_and_up_of_a_later_migration_keep_existing_rows(pool: PgPool) {
-    migrations::up(&pool, None).await.expect("up");
+    migrations::up(&db_of(&pool), None).await.expect("up");
     sqlx::query("insert into tenant (tenant_id) values ('acme')")
         .execute(&pool)
         .await
@@ -97,12 +101,16 @@ async fn down_and_up_of_a_later_migration_keep_existing_rows(pool: PgPool) {
         .expect("session");
 
     let latest = migrations::latest_version();
-    let previous = migrations::previous_version(&pool).await.expect("previous");
+    let previous = migrations::previous_version(&db_of(&pool))
+        .await
+        .expect("previous");
     assert_eq!(
-        migrations::down(&pool, previous).await.expect("down"),
+        migrations::down(&db_of(&pool), previous)
+            .await
+            .expect("down"),
         vec![latest]
     );
-    migrations::up(&pool, None).await.expect("up");
+    migrations::up(&db_of(&pool), None).await.expect("up");
 
     let sessions: i64 = sqlx::query_scalar("select count(*) from session where tenant_id = 'acme'")
         .fetch_one(&pool)

@@ -3,7 +3,7 @@
 
 #[test]
 fn openapi_document_matches_the_snapshot() {
-    let spec = serde_json::to_string_pretty(&facepass::startup::openapi()).expect("spec");
+    let spec = serde_json::to_string_pretty(&facepass::http::openapi()).expect("spec");
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/openapi.json");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(path, format!("{spec}\n")).expect("write snapshot");
@@ -18,7 +18,7 @@ fn openapi_document_matches_the_snapshot() {
 
 #[test]
 fn openapi_document_lists_every_route() {
-    let spec = facepass::startup::openapi();
+    let spec = facepass::http::openapi();
     let mut routes: Vec<String> = spec
         .paths
         .paths

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{db_of, spawn_app};
 
 async fn key_of(pool: &PgPool, photo_id: &str) -> String {
     sqlx::query_scalar("select s3_key from photo where photo_id = $1")
@@ -36,12 +36,12 @@ async fn gc_finds_what_a_crash_leaves_and_fix_repairs_it(pool: PgPool) {
 
     let state = app.state().await;
     // Young objects may still be committing: a grace period protects them.
-    let report = facepass::gc::run(&state, false, Duration::from_secs(3600))
+    let report = facepass::workflows::gc::run(&state, false, Duration::from_secs(3600))
         .await
         .expect("gc");
     assert!(report.orphan_objects.is_empty(), "{report:?}");
 
-    let report = facepass::gc::run(&state, false, Duration::ZERO)
+    let report = facepass::workflows::gc::run(&state, false, Duration::ZERO)
         .await
         .expect("gc");
     assert_eq!(report.orphan_objects, [orphan]);
@@ -52,11 +52,11 @@ async fn gc_finds_what_a_crash_leaves_and_fix_repairs_it(pool: PgPool) {
         "a report changes nothing"
     );
 
-    let report = facepass::gc::run(&state, true, Duration::ZERO)
+    let report = facepass::workflows::gc::run(&state, true, Duration::ZERO)
         .await
         .expect("gc --fix");
     assert!(report.fixed);
-    let report = facepass::gc::run(&state, false, Duration::ZERO)
+    let report = facepass::workflows::gc::run(&state, false, Duration::ZERO)
         .await
         .expect("gc");
     assert!(
@@ -84,16 +84,17 @@ async fn index_dir_indexes_a_folder_and_skips_what_is_already_there(pool: PgPool
     let state = app.state().await;
     let tenant = facepass::domain::TenantId::parse("tenant-a").expect("id");
     let session = facepass::domain::SessionId::parse("bulk").expect("id");
-    let files = facepass::bulk::images_in(&dir).expect("list");
+    let files = facepass::workflows::bulk::images_in(&dir).expect("list");
     assert_eq!(files.len(), 4);
 
-    let first = facepass::bulk::index_dir(&state, files.clone(), &tenant, &session, 2).await;
+    let first =
+        facepass::workflows::bulk::index_dir(&state, files.clone(), &tenant, &session, 2).await;
     assert_eq!(first.indexed, 3, "{first:?}");
     assert_eq!(first.faces, 2);
     assert_eq!(first.failed.len(), 1);
     assert!(first.failed[0].1.starts_with("invalid_image"), "{first:?}");
 
-    let again = facepass::bulk::index_dir(&state, files, &tenant, &session, 2).await;
+    let again = facepass::workflows::bulk::index_dir(&state, files, &tenant, &session, 2).await;
     assert_eq!((again.indexed, again.unchanged), (0, 3), "{again:?}");
     assert_eq!(app.found("bulk", "obama3.jpg").await, ["obama.jpg"]);
     std::fs::remove_dir_all(&dir).ok();
@@ -106,16 +107,24 @@ async fn db_stats_and_reindex_report_and_rebuild_the_ivfflat_index(pool: PgPool)
     app.index("party", "p1", "gdp.jpg").await;
     app.index("party", "p2", "obama.jpg").await;
     assert_eq!(
-        maintenance::ivfflat_lists(&app.db).await.expect("lists"),
+        maintenance::ivfflat_lists(&db_of(&app.db))
+            .await
+            .expect("lists"),
         Some(100)
     );
-    let lists = maintenance::reindex(&app.db, None).await.expect("reindex");
+    let lists = maintenance::reindex(&db_of(&app.db), None)
+        .await
+        .expect("reindex");
     assert_eq!(lists, 1, "few rows: one list");
     assert_eq!(
-        maintenance::ivfflat_lists(&app.db).await.expect("lists"),
+        maintenance::ivfflat_lists(&db_of(&app.db))
+            .await
+            .expect("lists"),
         Some(1)
     );
-    let stats = maintenance::stats(&app.db, 10, 5).await.expect("stats");
+    let stats = maintenance::stats(&db_of(&app.db), 10, 5)
+        .await
+        .expect("stats");
     assert_eq!(stats.tenants.len(), 1);
     assert_eq!(stats.tenants[0].photos, 2);
     assert!(stats.faces >= 4);
@@ -125,6 +134,29 @@ async fn db_stats_and_reindex_report_and_rebuild_the_ivfflat_index(pool: PgPool)
         .indexes
         .iter()
         .any(|i| i.index == maintenance::IVFFLAT_INDEX));
+}
+
+/// A DBA's machine holds the database settings only: `facepass db` must not ask for S3's.
+#[sqlx::test]
+async fn db_stats_needs_only_the_database_settings(pool: PgPool) {
+    let db: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("name");
+    let mut url =
+        url::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL")).expect("url");
+    url.set_path(&db);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facepass"))
+        .args(["db", "stats", "--sample", "1"])
+        .env_clear()
+        .env("DATABASE_URL", url.as_str())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("facepass runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "facepass db stats failed: {stderr}");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON stats");
+    assert_eq!(stats["faces"], 0, "{stats}");
 }
 
 fn tempdir() -> std::path::PathBuf {
@@ -226,22 +258,26 @@ async fn reindex_with_a_new_model_keeps_every_server_answering(pool: PgPool) {
     let mut config = app.config.clone();
     config.face.embedder_model = new_model.clone();
     config.face.embedder_sha256 = None;
-    let engine = facepass::startup::load_engine(&config.face)
+    let engine = facepass::state::load_engine(&config.face)
         .await
         .expect("new model");
     assert_ne!(
         engine.model_id(),
         app.state().await.faces.engine().model_id()
     );
-    let state = facepass::startup::AppState::new(config, pool.clone(), engine.clone())
-        .await
-        .expect("state");
+    let state = facepass::state::AppState::new(
+        config.clone(),
+        facepass::store::db::Db::new(pool.clone(), &config.database),
+        engine.clone(),
+    )
+    .await
+    .expect("state");
 
-    let summary = facepass::remodel::reindex(&state, None)
+    let summary = facepass::workflows::reembed::reembed(&state, None)
         .await
         .expect("reindex");
     assert_eq!((summary.photos, summary.faces), (2, 2), "{summary:?}");
-    let again = facepass::remodel::reindex(&state, None)
+    let again = facepass::workflows::reembed::reembed(&state, None)
         .await
         .expect("resume");
     assert_eq!(
@@ -267,7 +303,9 @@ async fn reindex_with_a_new_model_keeps_every_server_answering(pool: PgPool) {
         "new model answers"
     );
 
-    let removed = facepass::remodel::cleanup(&state).await.expect("cleanup");
+    let removed = facepass::workflows::reembed::cleanup(&state)
+        .await
+        .expect("cleanup");
     assert_eq!(removed, 2);
     assert!(
         app.found("party", "obama3.jpg").await.is_empty(),

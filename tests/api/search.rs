@@ -53,6 +53,35 @@ async fn a_selfie_finds_exactly_the_photos_its_person_is_in(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn the_response_counts_the_faces_of_a_selfie_that_were_not_searched(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    event(&app).await;
+    let alone: serde_json::Value = app
+        .search("party", "obama3.jpg")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(alone["other_faces"], 0, "{alone}");
+    // A group photo as the "selfie": its largest face is searched, the others are counted.
+    let group: serde_json::Value = app
+        .search("party", "gdp.jpg")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let others = group["other_faces"].as_u64().expect("other_faces");
+    assert!(others >= 2, "gdp.jpg shows several people: {group}");
+    let found: Vec<&str> = group["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["photo_id"].as_str())
+        .collect();
+    assert_eq!(found, ["group"], "{group}");
+}
+
+#[sqlx::test]
 async fn a_different_person_finds_none_of_them(pool: PgPool) {
     let app = spawn_app(pool).await;
     event(&app).await;

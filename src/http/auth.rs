@@ -1,0 +1,84 @@
+//! `X-API-Key` authentication. A handler that takes a `Tenant` argument needs a valid key; the
+//! key decides the tenant, and every query the handler makes is scoped to it.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+use crate::domain::{hash_key, TenantId};
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
+use crate::store::keys;
+use actix_web::{web, FromRequest, HttpRequest};
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The caller, authenticated.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    /// A short, non-secret id of the key (hash prefix), for rate limits and logs.
+    pub key_id: String,
+}
+
+impl FromRequest for Tenant {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
+    }
+}
+
+async fn authenticate(req: &HttpRequest) -> Result<Tenant, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState missing")))?;
+    let peer = req.peer_addr().map(|a| a.ip());
+    let presented = req
+        .headers()
+        .get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let Some(key) = presented else {
+        return Err(refuse(
+            state,
+            peer,
+            Code::MissingApiKey,
+            "X-API-Key header is required",
+        ));
+    };
+    let hash = hash_key(key);
+    let tenant = match state.static_keys.find(&hash) {
+        Some(t) => Some(t),
+        None => keys::tenant_for(&state.db, &hash)
+            .await
+            .map_err(|e| ApiError::unavailable(Code::DatabaseUnavailable, e))?,
+    };
+    let Some(id) = tenant else {
+        return Err(refuse(
+            state,
+            peer,
+            Code::InvalidApiKey,
+            "the API key is not valid",
+        ));
+    };
+    let tenant = Tenant {
+        id,
+        key_id: hex::encode(&hash[..8]),
+    };
+    state.limits.check_key(&tenant.key_id).await?;
+    Ok(tenant)
+}
+
+/// A failed attempt: 401, or 429 once this address has failed too often.
+fn refuse(state: &AppState, peer: Option<IpAddr>, code: Code, message: &str) -> ApiError {
+    if let Some(ip) = peer {
+        if let Err(limited) = state.limits.record_auth_failure(ip) {
+            return limited;
+        }
+    }
+    ApiError::new(code, message)
+}

@@ -1,0 +1,109 @@
+//! POST /api/v2/search: the photos of a session a selfie's person appears in.
+
+use std::time::Instant;
+
+use actix_web::{post, web, HttpRequest};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::{SessionId, Threshold};
+use crate::error::{ApiError, ErrorBody};
+use crate::http::auth::Tenant;
+use crate::http::routes::form::{read_form, IMAGE_FIELDS};
+use crate::http::routes::parse_id;
+use crate::state::AppState;
+use crate::workflows::search::{
+    search_session, QueryFace, SearchHit, SearchRequest, DEFAULT_TOP_K, MAX_TOP_K,
+};
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the request body; the form is read by `read_form`
+pub struct SearchForm {
+    #[schema(example = "wedding-2026-11-21")]
+    session_id: String,
+    /// The selfie: its largest face is searched for.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Most photos to return (1-1000, default 50).
+    #[schema(minimum = 1, maximum = 1000)]
+    top_k: Option<i64>,
+    /// Minimum cosine similarity (0-1, default FACE_SIMILARITY_THRESHOLD).
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    threshold: Option<f32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub session_id: String,
+    /// The selfie face that was searched for (the largest).
+    pub query_face: QueryFace,
+    /// Other faces seen in the selfie, not searched.
+    pub other_faces: usize,
+    pub threshold: f32,
+    pub top_k: i64,
+    /// One entry per photo, best first.
+    pub results: Vec<SearchHit>,
+    pub took_ms: f64,
+}
+
+/// Find the photos of a session that show the person in a selfie.
+#[utoipa::path(
+    tag = "search",
+    security(("api_key" = [])),
+    request_body(content = SearchForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, body = SearchResponse),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "missing_api_key / invalid_api_key", body = ErrorBody),
+        (status = 404, description = "session_not_found", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 422, description = "no_face_detected, invalid_image, invalid_field", body = ErrorBody),
+        (status = 429, description = "rate_limited", body = ErrorBody),
+        (status = 503, description = "overloaded, database_unavailable", body = ErrorBody),
+    )
+)]
+#[post("/search")]
+#[tracing::instrument(name = "search", skip_all, fields(tenant = %tenant.id))]
+pub async fn search(
+    state: web::Data<AppState>,
+    tenant: Tenant,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<web::Json<SearchResponse>, ApiError> {
+    let start = Instant::now();
+    let form = read_form(&req, payload, state.config.http.max_upload_bytes).await?;
+    let session: SessionId = parse_id(&form, "session_id")?;
+    let top_k = form.number::<i64>("top_k")?.unwrap_or(DEFAULT_TOP_K);
+    if !(1..=MAX_TOP_K).contains(&top_k) {
+        return Err(ApiError::invalid_field(
+            "top_k",
+            format!("must be between 1 and {MAX_TOP_K}"),
+        ));
+    }
+    let threshold = match form.number::<f32>("threshold")? {
+        None => state.config.face.similarity_threshold,
+        Some(t) => Threshold::parse(t).map_err(|e| ApiError::invalid_field("threshold", e))?,
+    };
+    let selfie = form.one_file(IMAGE_FIELDS)?.to_vec();
+    let outcome = search_session(
+        &state,
+        SearchRequest {
+            tenant: tenant.id,
+            session: session.clone(),
+            selfie,
+            top_k,
+            threshold,
+        },
+    )
+    .await?;
+    Ok(web::Json(SearchResponse {
+        session_id: session.to_string(),
+        query_face: outcome.query_face,
+        other_faces: outcome.other_faces,
+        threshold: threshold.get(),
+        top_k,
+        results: outcome.hits,
+        took_ms: start.elapsed().as_secs_f64() * 1000.0,
+    }))
+}

@@ -1,0 +1,324 @@
+//! Identities: enroll a known person from a few photos, verify a probe against them (1:1),
+//! identify a probe among them (1:N). The v2 routes and the v1 compatibility routes both call
+//! these.
+
+use std::time::Instant;
+
+use metrics::{counter, histogram};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::domain::{IdentityId, TenantId, Threshold};
+use crate::error::{ApiError, Code};
+use crate::metrics::{
+    ENROLLMENT_ATTEMPTS, ENROLLMENT_LATENCY, ENROLLMENT_SUCCESS, VERIFICATION_ATTEMPTS,
+    VERIFICATION_LATENCY, VERIFICATION_SIMILARITY, VERIFICATION_VERIFIED,
+};
+use crate::state::AppState;
+use crate::store::identities::{self, EnrollError, EnrollMode, IdentityRow, NewIdentityEmbedding};
+use facepass_face::embedding::cosine;
+use facepass_face::{Face, FaceError, SkipReason};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FaceBox {
+    /// [x1, y1, x2, y2] in pixels.
+    pub bbox: [f32; 4],
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IdentitySummary {
+    pub identity_id: String,
+    /// Enrollment images kept for this identity.
+    pub images: i64,
+    pub model_id: String,
+    /// Tagging of already-indexed faces: pending, running, done or failed.
+    pub tagging_status: String,
+    /// Indexed faces tagged with this identity (when tagging is done).
+    pub tagged_faces: i32,
+    pub enrolled_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<IdentityRow> for IdentitySummary {
+    fn from(r: IdentityRow) -> Self {
+        Self {
+            identity_id: r.identity_id,
+            images: r.image_count,
+            model_id: r.model_id,
+            tagging_status: r.tagging_status,
+            tagged_faces: r.tagged_faces,
+            enrolled_at: r.enrolled_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EnrollOutcome {
+    pub identity: IdentitySummary,
+    /// The face used from each image sent, in order.
+    pub faces: Vec<FaceBox>,
+    pub vector_dim: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifyOutcome {
+    pub verified: bool,
+    /// Cosine similarity of the probe's face to the identity's template.
+    pub similarity: f32,
+    pub threshold: f32,
+    pub identity_id: String,
+    pub probe_face: FaceBox,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Candidate {
+    pub identity_id: String,
+    pub similarity: f32,
+    /// similarity >= threshold
+    pub matched: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IdentifyOutcome {
+    pub probe_face: FaceBox,
+    pub threshold: f32,
+    /// Closest identities, best first.
+    pub candidates: Vec<Candidate>,
+}
+
+/// 503 `feature_disabled` when ENABLE_VERIFICATION_FLOW=false.
+pub fn require_enabled(state: &AppState) -> Result<(), ApiError> {
+    if state.config.identity.enabled {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::FeatureDisabled,
+            "identity verification is disabled on this server (ENABLE_VERIFICATION_FLOW=false)",
+        ))
+    }
+}
+
+fn not_enrolled(identity: &IdentityId) -> ApiError {
+    ApiError::new(
+        Code::IdentityNotEnrolled,
+        format!("identity `{identity}` is not enrolled"),
+    )
+}
+
+/// The largest usable face of one image, or a 422 that names the image when there is more than one.
+async fn largest_face(
+    state: &AppState,
+    bytes: Vec<u8>,
+    label: Option<String>,
+) -> Result<Face, ApiError> {
+    let options = crate::workflows::options::probe_options(&state.config.face);
+    let prefix = label.map(|l| format!("{l}: ")).unwrap_or_default();
+    let analysis = match state.faces.run(move |e| e.analyze(&bytes, &options)).await {
+        Ok(a) => a,
+        Err(e @ (FaceError::Overloaded | FaceError::Inference(_))) => return Err(e.into()),
+        Err(e) => {
+            let api: ApiError = e.into();
+            return Err(ApiError::new(
+                api.code(),
+                format!("{prefix}{}", api.message()),
+            ));
+        }
+    };
+    crate::metrics::record_inference(&analysis.timings);
+    let Some(face) = analysis.faces.into_iter().next() else {
+        return Err(ApiError::new(
+            Code::NoFaceDetected,
+            format!("{prefix}no face found"),
+        ));
+    };
+    match (&face.skipped, &face.embedding) {
+        (None, Some(_)) => Ok(face),
+        (Some(SkipReason::TooSmall), _) => Err(ApiError::new(
+            Code::NoFaceDetected,
+            format!(
+                "{prefix}the face is too small ({:.0} px; at least {} needed)",
+                face.quality.face_px, state.config.face.min_face_px
+            ),
+        )),
+        _ => Err(ApiError::new(
+            Code::NoFaceDetected,
+            format!("{prefix}no usable face found"),
+        )),
+    }
+}
+
+fn face_box(face: &Face) -> FaceBox {
+    FaceBox {
+        bbox: face.bbox.corners(),
+        score: face.score,
+    }
+}
+
+pub async fn enroll(
+    state: &AppState,
+    tenant: &TenantId,
+    identity: &IdentityId,
+    images: Vec<Vec<u8>>,
+    mode: EnrollMode,
+) -> Result<EnrollOutcome, ApiError> {
+    require_enabled(state)?;
+    let start = Instant::now();
+    counter!(ENROLLMENT_ATTEMPTS).increment(1);
+    let limits = &state.config.identity;
+    if mode == EnrollMode::Replace && images.len() < limits.min_images {
+        return Err(ApiError::new(
+            Code::NotEnoughImages,
+            format!(
+                "enrollment needs at least {} images with a face; got {}",
+                limits.min_images,
+                images.len()
+            ),
+        ));
+    }
+    if images.is_empty() {
+        return Err(ApiError::new(
+            Code::NotEnoughImages,
+            "send at least one image",
+        ));
+    }
+    if images.len() > limits.max_images {
+        return Err(ApiError::invalid_field(
+            "images",
+            format!("at most {} images per request", limits.max_images),
+        ));
+    }
+    let total = images.len();
+    let jobs = images.into_iter().enumerate().map(|(i, bytes)| async move {
+        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        let face = largest_face(state, bytes, Some(format!("image {} of {total}", i + 1))).await?;
+        Ok::<_, ApiError>((sha, face))
+    });
+    let faces = futures_util::future::join_all(jobs)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let embeddings: Vec<NewIdentityEmbedding> = faces
+        .iter()
+        .map(|(sha, f)| NewIdentityEmbedding {
+            image_sha256: *sha,
+            bbox: f.bbox.corners(),
+            det_score: f.score,
+            embedding: f
+                .embedding
+                .as_ref()
+                .map(|e| e.as_slice().to_vec())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let model_id = state.faces.engine().model_id().to_owned();
+    let pk = identities::enroll(&state.db, tenant, identity, &model_id, mode, &embeddings)
+        .await
+        .map_err(|e| match e {
+            EnrollError::ModelMismatch(_) => ApiError::new(Code::Conflict, e.to_string()),
+            EnrollError::Db(db) => db.into(),
+        })?;
+    spawn_tagging(state, pk);
+    let row = identities::find(&state.db, tenant, identity)
+        .await?
+        .ok_or_else(|| not_enrolled(identity))?;
+    counter!(ENROLLMENT_SUCCESS).increment(1);
+    histogram!(ENROLLMENT_LATENCY).record(start.elapsed().as_secs_f64());
+    Ok(EnrollOutcome {
+        vector_dim: row.template.as_slice().len(),
+        identity: row.into(),
+        faces: faces.iter().map(|(_, f)| face_box(f)).collect(),
+    })
+}
+
+/// Tags the tenant's already-indexed faces in the background; progress shows in the identity's
+/// `tagging_status`.
+fn spawn_tagging(state: &AppState, identity_pk: i64) {
+    let db = state.db.clone();
+    let threshold = state.config.identity.verify_threshold.get();
+    tokio::spawn(async move {
+        if let Err(e) = identities::tag_faces(&db, identity_pk, threshold).await {
+            tracing::warn!(error = %e, "tagging indexed faces failed");
+            let _ = identities::mark_tagging_failed(&db, identity_pk).await;
+        }
+    });
+}
+
+pub async fn verify(
+    state: &AppState,
+    tenant: &TenantId,
+    identity: &IdentityId,
+    probe: Vec<u8>,
+    threshold: Option<Threshold>,
+) -> Result<VerifyOutcome, ApiError> {
+    require_enabled(state)?;
+    let start = Instant::now();
+    counter!(VERIFICATION_ATTEMPTS).increment(1);
+    let threshold = threshold.unwrap_or(state.config.identity.verify_threshold);
+    let row = identities::find(&state.db, tenant, identity)
+        .await?
+        .ok_or_else(|| not_enrolled(identity))?;
+    let face = largest_face(state, probe, None).await?;
+    let model_id = state.faces.engine().model_id();
+    if row.model_id != model_id {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!(
+                "`{identity}` was enrolled with model {}; re-enroll it",
+                row.model_id
+            ),
+        ));
+    }
+    let probe = face
+        .embedding
+        .as_ref()
+        .map(|e| e.as_slice())
+        .unwrap_or_default();
+    let similarity = cosine(probe, row.template.as_slice());
+    let verified = similarity >= threshold.get();
+    histogram!(VERIFICATION_SIMILARITY).record(f64::from(similarity));
+    if verified {
+        counter!(VERIFICATION_VERIFIED).increment(1);
+    }
+    histogram!(VERIFICATION_LATENCY).record(start.elapsed().as_secs_f64());
+    Ok(VerifyOutcome {
+        verified,
+        similarity,
+        threshold: threshold.get(),
+        identity_id: row.identity_id,
+        probe_face: face_box(&face),
+    })
+}
+
+pub async fn identify(
+    state: &AppState,
+    tenant: &TenantId,
+    probe: Vec<u8>,
+    top_k: i64,
+    threshold: Option<Threshold>,
+) -> Result<IdentifyOutcome, ApiError> {
+    require_enabled(state)?;
+    let threshold = threshold.unwrap_or(state.config.identity.verify_threshold);
+    let face = largest_face(state, probe, None).await?;
+    let probe = face
+        .embedding
+        .as_ref()
+        .map(|e| e.as_slice())
+        .unwrap_or_default();
+    let model_id = state.faces.engine().model_id();
+    let candidates = identities::nearest(&state.db, tenant, model_id, probe, top_k).await?;
+    Ok(IdentifyOutcome {
+        probe_face: face_box(&face),
+        threshold: threshold.get(),
+        candidates: candidates
+            .into_iter()
+            .map(|c| Candidate {
+                matched: c.similarity as f32 >= threshold.get(),
+                similarity: c.similarity as f32,
+                identity_id: c.identity_id,
+            })
+            .collect(),
+    })
+}
