@@ -89,6 +89,9 @@ async fn main() -> ExitCode {
 async fn serve() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     telemetry::init(config.app.log_format, config.app.debug);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     if config.app.log_format == LogFormat::Pretty && !config.app.debug {
         tracing::debug!("pretty logs; set LOG_FORMAT=json in production");
     }
