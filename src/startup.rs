@@ -192,7 +192,8 @@ fn cors(origins: &[String]) -> Cors {
         .allowed_headers([
             http::header::CONTENT_TYPE,
             http::header::ACCEPT,
-            http::header::HeaderName::from_static("x-api-key"),
+            http::header::HeaderName::from_static(crate::auth::API_KEY_HEADER),
+            http::header::HeaderName::from_static(crate::auth::TENANT_HEADER),
             middleware::REQUEST_ID,
         ])
         .expose_headers([middleware::REQUEST_ID, http::header::RETRY_AFTER])
