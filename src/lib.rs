@@ -29,3 +29,4 @@ pub mod smoke;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tenant_search;

@@ -1,10 +1,13 @@
 //! Enrolled identities, their embeddings and the tags they put on indexed faces. Every query is
 //! scoped to the tenant.
 
+use std::time::Duration;
+
 use pgvector::Vector;
 use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{IdentityId, TenantId};
+use crate::store::db::timed;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IdentityRow {
@@ -211,6 +214,48 @@ pub async fn nearest(
     .bind(model_id)
     .bind(top_k)
     .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EnrolledMatch {
+    /// Position of the image among the identity's enrollment images, from 1, oldest first.
+    pub image: i64,
+    pub image_sha256: Vec<u8>,
+    pub bbox: Vec<f32>,
+    pub det_score: f32,
+    pub enrolled_at: chrono::DateTime<chrono::Utc>,
+    pub similarity: f64,
+}
+
+/// The identity's enrollment faces closest to `embedding`, best first, at most `limit`.
+pub async fn enrolled_matches(
+    pool: &PgPool,
+    identity_pk: i64,
+    model_id: &str,
+    embedding: &[f32],
+    limit: i64,
+    timeout: Duration,
+) -> Result<Vec<EnrolledMatch>, sqlx::Error> {
+    timed(
+        "enrolled_matches",
+        timeout,
+        sqlx::query_as(
+            "select image, image_sha256, bbox, det_score, enrolled_at, similarity from ( \
+                 select row_number() over (order by identity_embedding_pk) as image, \
+                        image_sha256, bbox, det_score, created_at as enrolled_at, model_id, \
+                        1 - (embedding <=> $2) as similarity \
+                 from identity_embedding where identity_pk = $1 \
+             ) e \
+             where model_id = $3 \
+             order by similarity desc, image limit $4",
+        )
+        .bind(identity_pk)
+        .bind(Vector::from(embedding.to_vec()))
+        .bind(model_id)
+        .bind(limit)
+        .fetch_all(pool),
+    )
     .await
 }
 
