@@ -25,6 +25,10 @@ pub struct Config {
     pub http: HttpConfig,
     pub face: FaceConfig,
     pub identity: IdentityConfig,
+    pub v1: V1Config,
+    /// Settings that were accepted but are ignored or mapped onto ours, one sentence each; the
+    /// server logs them at start-up.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +55,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Applies to acquiring a connection and to each statement.
     pub timeout: Duration,
-    /// IVFFlat probes for tenant-wide approximate search.
+    /// IVFFlat probes for tenant-wide approximate search (IVFFLAT_PROBES, or the earlier
+    /// face-pipeline's VERIFY_HNSW_EF when only that is set).
     pub ivfflat_probes: u32,
 }
 
@@ -136,6 +141,14 @@ pub struct IdentityConfig {
     pub max_images: usize,
 }
 
+/// The /api/v1 compatibility routes, with the earlier face-pipeline's setting names.
+#[derive(Debug, Clone)]
+pub struct V1Config {
+    /// VERIFY_TOP_K: hits `/api/v1/search` returns when the request names no `top_k`, and the
+    /// most enrolled faces `/api/v1/verify` lists in `results`.
+    pub top_k: i64,
+}
+
 /// Every problem found in the environment, each naming its variable.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -154,6 +167,7 @@ impl Config {
         let mut v = Vars {
             vars,
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
         let config = Config {
             app: AppConfig {
@@ -197,6 +211,9 @@ impl Config {
             },
             face: v.face(),
             identity: v.identity(),
+            v1: v.v1(),
+            // Last: after every other field has been read.
+            warnings: std::mem::take(&mut v.warnings),
         };
         if v.problems.is_empty() {
             Ok(config)
@@ -215,6 +232,7 @@ fn section<T>(read: impl FnOnce(&mut Vars) -> T) -> Result<T, ConfigError> {
     let mut v = Vars {
         vars: &vars,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let value = read(&mut v);
     if v.problems.is_empty() {
@@ -274,6 +292,7 @@ fn load_dotenv() -> Result<(), ConfigError> {
 struct Vars<'a> {
     vars: &'a HashMap<String, String>,
     problems: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Vars<'_> {
@@ -375,7 +394,7 @@ impl Vars<'_> {
             detection_threshold: self.threshold("FACE_DETECTION_THRESHOLD", 0.6),
             similarity_threshold: self
                 .threshold("FACE_SIMILARITY_THRESHOLD", DEFAULT_SIMILARITY_THRESHOLD),
-            embedding_dimension: self.parse("EMBEDDING_DIMENSION", 512),
+            embedding_dimension: self.embedding_dimension(),
             min_face_px: self.parse("MIN_FACE_PX", 24),
             max_faces_per_photo: self.positive("MAX_FACES_PER_PHOTO", 100) as usize,
             max_image_pixels: self
@@ -406,8 +425,70 @@ impl Vars<'_> {
             url: self.database_url(),
             max_connections: self.positive("DB_MAX_CONNECTIONS", 10),
             timeout: self.secs("DB_TIMEOUT_SECS", 5),
-            ivfflat_probes: self.positive("IVFFLAT_PROBES", 10),
+            ivfflat_probes: self.ivfflat_probes(),
         }
+    }
+
+    /// EMBEDDING_DIMENSION, or the earlier face-pipeline's VECTOR_DIM: either way it is checked
+    /// against the model's output when the models load.
+    fn embedding_dimension(&mut self) -> usize {
+        let dim = self.parse("EMBEDDING_DIMENSION", DEFAULT_EMBEDDING_DIMENSION);
+        if self.raw("VECTOR_DIM").is_none() {
+            return dim;
+        }
+        let vector_dim = self.parse("VECTOR_DIM", dim);
+        if self.raw("EMBEDDING_DIMENSION").is_some() && vector_dim != dim {
+            self.problems.push(
+                "VECTOR_DIM: differs from EMBEDDING_DIMENSION; set one of them (the model's \
+                 output size)"
+                    .to_owned(),
+            );
+            return dim;
+        }
+        vector_dim
+    }
+
+    /// IVFFLAT_PROBES; when only the earlier face-pipeline's VERIFY_HNSW_EF is set, that. Both
+    /// say how much of the approximate index one search reads (more: better recall, slower),
+    /// though not on the same scale.
+    fn ivfflat_probes(&mut self) -> u32 {
+        let probes = self.positive("IVFFLAT_PROBES", DEFAULT_IVFFLAT_PROBES);
+        if self.raw("VERIFY_HNSW_EF").is_none() {
+            return probes;
+        }
+        let ef = self.positive("VERIFY_HNSW_EF", probes);
+        if self.raw("IVFFLAT_PROBES").is_some() {
+            self.warnings.push(
+                "VERIFY_HNSW_EF is ignored: IVFFLAT_PROBES is set and decides the IVFFlat probes"
+                    .to_owned(),
+            );
+            return probes;
+        }
+        self.warnings.push(format!(
+            "VERIFY_HNSW_EF={ef} is used as IVFFLAT_PROBES (FacePass searches an IVFFlat index, \
+             not HNSW); set IVFFLAT_PROBES instead, about the square root of the index's lists"
+        ));
+        ef
+    }
+
+    fn v1(&mut self) -> V1Config {
+        if self.raw("IDENTITY_COLLECTION").is_some() {
+            self.warnings.push(
+                "IDENTITY_COLLECTION is ignored: identities live in the database's `identity` \
+                 table, per tenant"
+                    .to_owned(),
+            );
+        }
+        let max = MAX_TOP_K;
+        let top_k = self.parse("VERIFY_TOP_K", DEFAULT_V1_TOP_K);
+        if !(1..=max).contains(&top_k) {
+            self.problems
+                .push(format!("VERIFY_TOP_K: must be between 1 and {max}"));
+            return V1Config {
+                top_k: DEFAULT_V1_TOP_K,
+            };
+        }
+        V1Config { top_k }
     }
 
     /// DATABASE_URL wins; otherwise it is built from the POSTGRES_* variables.
@@ -571,6 +652,14 @@ fn default_s3_endpoint() -> Url {
     Url::parse("http://127.0.0.1:58333").expect("literal URL parses")
 }
 
+pub const DEFAULT_EMBEDDING_DIMENSION: usize = 512;
+pub const DEFAULT_IVFFLAT_PROBES: u32 = 10;
+/// The earlier face-pipeline's VERIFY_TOP_K default.
+pub const DEFAULT_V1_TOP_K: i64 = 50;
+
+/// The most results one search returns (v2 session search, v1 tenant search).
+pub const MAX_TOP_K: i64 = 1000;
+
 /// Short keys can be guessed; generated keys are much longer.
 pub const MIN_API_KEY_LEN: usize = 16;
 
@@ -681,6 +770,10 @@ mod tests {
             ("LOG_FORMAT", "xml", "LOG_FORMAT"),
             ("DEBUG", "maybe", "DEBUG"),
             ("INFERENCE_WORKERS", "0", "INFERENCE_WORKERS"),
+            ("VERIFY_TOP_K", "0", "VERIFY_TOP_K"),
+            ("VERIFY_TOP_K", "10000", "VERIFY_TOP_K"),
+            ("VERIFY_HNSW_EF", "0", "VERIFY_HNSW_EF"),
+            ("VECTOR_DIM", "many", "VECTOR_DIM"),
         ];
         for (name, value, expected) in cases {
             let err = Config::from_vars(&vars(&[(name, value)])).expect_err(name);
@@ -719,6 +812,58 @@ mod tests {
         ]))
         .expect("config");
         assert_eq!(c.database.url(), "postgres://u:p%40ss@db.local:6543/faces");
+    }
+
+    #[test]
+    fn face_pipeline_settings_are_mapped_or_reported_as_ignored() {
+        let c = Config::from_vars(&vars(&[])).expect("defaults");
+        assert_eq!(c.v1.top_k, DEFAULT_V1_TOP_K);
+        assert_eq!(c.database.ivfflat_probes, DEFAULT_IVFFLAT_PROBES);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let c = Config::from_vars(&vars(&[
+            ("VERIFY_TOP_K", "20"),
+            ("VERIFY_HNSW_EF", "32"),
+            ("VECTOR_DIM", "512"),
+            ("IDENTITY_COLLECTION", "faces_v1"),
+        ]))
+        .expect("config");
+        assert_eq!(c.v1.top_k, 20);
+        assert_eq!(c.database.ivfflat_probes, 32);
+        assert_eq!(c.face.embedding_dimension, 512);
+        let warned = c.warnings.join("\n");
+        assert!(warned.contains("VERIFY_HNSW_EF"), "{warned}");
+        assert!(
+            warned.contains("IDENTITY_COLLECTION is ignored"),
+            "{warned}"
+        );
+        assert!(
+            !warned.contains("faces_v1"),
+            "values are not echoed: {warned}"
+        );
+
+        // VECTOR_DIM alone sets the dimension the model must produce.
+        let c = Config::from_vars(&vars(&[("VECTOR_DIM", "128")])).expect("config");
+        assert_eq!(c.face.embedding_dimension, 128);
+
+        // Our own name wins, and says so.
+        let c = Config::from_vars(&vars(&[("IVFFLAT_PROBES", "7"), ("VERIFY_HNSW_EF", "64")]))
+            .expect("config");
+        assert_eq!(c.database.ivfflat_probes, 7);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("VERIFY_HNSW_EF is ignored")),
+            "{:?}",
+            c.warnings
+        );
+
+        let err = Config::from_vars(&vars(&[
+            ("VECTOR_DIM", "128"),
+            ("EMBEDDING_DIMENSION", "512"),
+        ]))
+        .expect_err("conflict");
+        assert!(err.to_string().contains("VECTOR_DIM"), "{err}");
     }
 
     #[test]

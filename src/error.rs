@@ -46,6 +46,7 @@ codes! {
     MissingField            => "missing_field",            InvalidRequest, UNPROCESSABLE_ENTITY;
     MissingApiKey           => "missing_api_key",          Auth,           UNAUTHORIZED;
     InvalidApiKey           => "invalid_api_key",          Auth,           UNAUTHORIZED;
+    TenantMismatch          => "tenant_mismatch",          Auth,           FORBIDDEN;
     NotFound                => "not_found",                InvalidRequest, NOT_FOUND;
     SessionNotFound         => "session_not_found",        InvalidRequest, NOT_FOUND;
     PhotoNotFound           => "photo_not_found",          InvalidRequest, NOT_FOUND;

@@ -6,6 +6,9 @@ use crate::startup::Application;
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     crate::telemetry::init(config.app.log_format, config.app.debug);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     if config.app.log_format == LogFormat::Pretty && !config.app.debug {
         tracing::debug!("pretty logs; set LOG_FORMAT=json in production");
     }

@@ -1,5 +1,11 @@
 //! `X-API-Key` authentication. A handler that takes a `Tenant` argument needs a valid key; the
 //! key decides the tenant, and every query the handler makes is scoped to it.
+//!
+//! A client may also name its tenant in `X-Tenant-ID` (the earlier face-pipeline's smoke checks
+//! send it). The header never chooses the tenant: it is a claim checked against the key's, and a
+//! mismatch is refused with 403 `tenant_mismatch` on every authenticated route (v1 and v2), so a
+//! client configured with one tenant's id and another's key fails loudly instead of working on
+//! the key's data.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -12,6 +18,7 @@ use crate::store::keys;
 use actix_web::{web, FromRequest, HttpRequest};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
+pub const TENANT_HEADER: &str = "x-tenant-id";
 
 /// The caller, authenticated.
 #[derive(Debug, Clone)]
@@ -70,7 +77,29 @@ async fn authenticate(req: &HttpRequest) -> Result<Tenant, ApiError> {
         key_id: hex::encode(&hash[..8]),
     };
     state.limits.check_key(&tenant.key_id).await?;
+    check_claimed_tenant(req, &tenant.id)?;
     Ok(tenant)
+}
+
+/// An `X-Tenant-ID` header, when sent, must name the key's tenant. An empty header counts as not
+/// sent; a value that is not text cannot match.
+fn check_claimed_tenant(req: &HttpRequest, tenant: &TenantId) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get(TENANT_HEADER) else {
+        return Ok(());
+    };
+    match value.to_str().map(str::trim) {
+        Ok("") => Ok(()),
+        Ok(claimed) if claimed == tenant.as_str() => Ok(()),
+        _ => Err(tenant_mismatch("X-Tenant-ID")),
+    }
+}
+
+/// 403 `tenant_mismatch`: a tenant named by the request (`what`) is not the API key's.
+pub fn tenant_mismatch(what: &str) -> ApiError {
+    ApiError::new(
+        Code::TenantMismatch,
+        format!("{what} does not match the API key's tenant"),
+    )
 }
 
 /// A failed attempt: 401, or 429 once this address has failed too often.

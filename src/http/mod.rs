@@ -78,7 +78,8 @@ fn cors(origins: &[String]) -> Cors {
         .allowed_headers([
             ax::header::CONTENT_TYPE,
             ax::header::ACCEPT,
-            ax::header::HeaderName::from_static("x-api-key"),
+            ax::header::HeaderName::from_static(auth::API_KEY_HEADER),
+            ax::header::HeaderName::from_static(auth::TENANT_HEADER),
             middleware::REQUEST_ID,
         ])
         .expose_headers([middleware::REQUEST_ID, ax::header::RETRY_AFTER])

@@ -12,8 +12,12 @@ use crate::error::ErrorBody;
         title = "FacePass",
         description = "Self-hosted face search: index event photos into sessions, find a guest's \
                        photos by selfie, enroll and verify identities.\n\nEvery route except \
-                       health, ready and metrics needs an `X-API-Key` header. Errors are JSON \
-                       `{code, message, type}` with a stable snake_case `code`.",
+                       the health routes (v1 and v2), ready and metrics needs an `X-API-Key` \
+                       header; the key decides the tenant. An optional `X-Tenant-ID` header \
+                       must name that tenant (403 `tenant_mismatch` otherwise, on every route \
+                       that takes a key). Errors are JSON `{code, message, type}` with a stable \
+                       snake_case `code`; /api/v1 errors are `{detail, code, message}`, with \
+                       the code in `detail` too.",
         license(name = "Apache-2.0")
     ),
     components(schemas(ErrorBody)),
@@ -37,7 +41,11 @@ impl Modify for ApiKeyAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "The tenant's API key. An `X-Tenant-ID` header, when sent, must name the key's \
+                 tenant (403 `tenant_mismatch`).",
+            ))),
         );
     }
 }

@@ -522,3 +522,75 @@ pub async fn delete_faces_of_other_models(db: &Db, model_id: &str) -> Result<u64
     .await
     .map(|done| done.rows_affected())
 }
+/// A tenant-wide search: the `top_k` faces of the tenant closest to `embedding`, those at
+/// `threshold` or above kept.
+pub struct TenantQuery<'a> {
+    pub tenant: &'a TenantId,
+    pub model_id: &'a str,
+    pub embedding: &'a [f32],
+    pub threshold: f32,
+    pub top_k: i64,
+    /// IVFFlat lists to probe (IVFFLAT_PROBES).
+    pub probes: u32,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantHit {
+    pub session_id: String,
+    pub photo_id: String,
+    pub s3_key: String,
+    pub face_id: Uuid,
+    #[sqlx(try_from = "Vec<f32>")]
+    pub bbox: BBox,
+    pub similarity: f64,
+}
+
+/// Tenant-wide approximate search across all the tenant's sessions, one row per face, best
+/// first. The inner `order by embedding <=> q limit k` is the shape the planner answers from
+/// `face_embedding_ivfflat_idx` once the table is large (a small tenant may be read exactly
+/// through `face_tenant_session_idx` instead). The index filters on the tenant after its scan,
+/// so `iterative_scan` keeps probing lists until `top_k` of the tenant's faces are found; it
+/// returns them in relaxed order, which the outer query sorts. The threshold is applied outside
+/// too, so it never stops the index scan early. Matches in lists not probed are missed: this is
+/// approximate (docs/BENCHMARKS.md: recall@50 98.4% at 1M faces with lists=100, probes=10).
+pub async fn search_tenant(
+    db: &Db,
+    query: &TenantQuery<'_>,
+) -> Result<Vec<TenantHit>, sqlx::Error> {
+    db.call("catalog.search_tenant", async {
+        let mut tx = db.pool().begin().await?;
+        // For this transaction only: pooled connections keep the server's defaults.
+        sqlx::query(
+            "select set_config('ivfflat.probes', $1, true), \
+                    set_config('ivfflat.iterative_scan', 'relaxed_order', true)",
+        )
+        .bind(query.probes.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let hits: Vec<TenantHit> = sqlx::query_as(
+            "with nearest as materialized ( \
+                 select f.photo_pk, f.face_id, f.bbox, f.embedding <=> $1 as distance \
+                 from face f \
+                 where f.tenant_id = $2 and f.model_id = $3 \
+                 order by f.embedding <=> $1 \
+                 limit $4 \
+             ) \
+             select s.session_id, p.photo_id, p.s3_key, n.face_id, n.bbox, \
+                    1 - n.distance as similarity \
+             from nearest n join photo p using (photo_pk) \
+                  join session s on s.session_pk = p.session_pk \
+             where 1 - n.distance >= $5 \
+             order by n.distance, s.session_id, p.photo_id, n.face_id",
+        )
+        .bind(Vector::from(query.embedding.to_vec()))
+        .bind(query.tenant.as_str())
+        .bind(query.model_id)
+        .bind(query.top_k)
+        .bind(f64::from(query.threshold))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(hits)
+    })
+    .await
+}

@@ -1,5 +1,4 @@
-//! The PostgreSQL pool, the timeout-and-metric wrapper every call goes through, and the
-//! health check.
+//! The PostgreSQL pool and the timeout-and-metric wrapper every call goes through.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -93,13 +92,6 @@ pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
         .idle_timeout(Some(Duration::from_secs(300)))
 }
 
-/// What /ready reports about the database.
-#[derive(Debug)]
-pub struct DbHealth {
-    pub vector_extension: Option<String>,
-    pub pending_migrations: Vec<i64>,
-}
-
 /// Runs `f`, records its duration under `operation`, and fails after `timeout` (as a pool
 /// time-out: the caller gets `database_unavailable`).
 pub async fn timed<T, E, F>(operation: &'static str, timeout: Duration, f: F) -> Result<T, E>
@@ -114,21 +106,4 @@ where
     };
     metrics::record_db_call(operation, start.elapsed(), result.is_ok());
     result
-}
-
-/// Checked with its own (short) deadline: /ready must answer quickly.
-pub async fn health(db: &Db, timeout: Duration) -> Result<DbHealth, sqlx::Error> {
-    let pool = db.pool();
-    timed("health", timeout, async {
-        let vector_extension: Option<String> =
-            sqlx::query_scalar("select extversion from pg_extension where extname = 'vector'")
-                .fetch_optional(pool)
-                .await?;
-        let pending_migrations = super::migrations::pending(db).await?;
-        Ok(DbHealth {
-            vector_extension,
-            pending_migrations,
-        })
-    })
-    .await
 }

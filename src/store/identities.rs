@@ -237,6 +237,47 @@ pub async fn nearest(
     .await
 }
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EnrolledMatch {
+    /// Position of the image among the identity's enrollment images, from 1, oldest first.
+    pub image: i64,
+    pub image_sha256: Vec<u8>,
+    #[sqlx(try_from = "Vec<f32>")]
+    pub bbox: BBox,
+    pub det_score: f32,
+    pub enrolled_at: chrono::DateTime<chrono::Utc>,
+    pub similarity: f64,
+}
+
+/// The identity's enrollment faces closest to `embedding`, best first, at most `limit`.
+pub async fn enrolled_matches(
+    db: &Db,
+    identity_pk: i64,
+    model_id: &str,
+    embedding: &[f32],
+    limit: i64,
+) -> Result<Vec<EnrolledMatch>, sqlx::Error> {
+    db.call(
+        "identities.enrolled_matches",
+        sqlx::query_as(
+            "select image, image_sha256, bbox, det_score, enrolled_at, similarity from ( \
+                 select row_number() over (order by identity_embedding_pk) as image, \
+                        image_sha256, bbox, det_score, created_at as enrolled_at, model_id, \
+                        1 - (embedding <=> $2) as similarity \
+                 from identity_embedding where identity_pk = $1 \
+             ) e \
+             where model_id = $3 \
+             order by similarity desc, image limit $4",
+        )
+        .bind(identity_pk)
+        .bind(Vector::from(embedding.to_vec()))
+        .bind(model_id)
+        .bind(limit)
+        .fetch_all(db.pool()),
+    )
+    .await
+}
+
 /// Tags the tenant's indexed faces that match this identity better than any tag they carry.
 /// Returns how many faces now carry this identity.
 pub async fn tag_faces(db: &Db, identity_pk: i64, threshold: f32) -> Result<i64, sqlx::Error> {

@@ -1,10 +1,13 @@
-//! Database upkeep for `facepass db stats` and `facepass db reindex`.
+//! Database upkeep for `facepass db stats` and `facepass db reindex`, and the health check
+//! /ready runs.
+
+use std::time::Duration;
 
 use pgvector::Vector;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::store::db::Db;
+use crate::store::db::{timed, Db};
 
 pub const IVFFLAT_INDEX: &str = "face_embedding_ivfflat_idx";
 
@@ -194,6 +197,30 @@ pub async fn reindex(db: &Db, lists: Option<i64>) -> Result<i64, sqlx::Error> {
             .execute(&mut *conn)
             .await?;
         Ok(lists)
+    })
+    .await
+}
+
+/// What /ready reports about the database.
+#[derive(Debug)]
+pub struct DbHealth {
+    pub vector_extension: Option<String>,
+    pub pending_migrations: Vec<i64>,
+}
+
+/// Checked with its own (short) deadline: /ready must answer quickly.
+pub async fn health(db: &Db, timeout: Duration) -> Result<DbHealth, sqlx::Error> {
+    let pool = db.pool();
+    timed("health", timeout, async {
+        let vector_extension: Option<String> =
+            sqlx::query_scalar("select extversion from pg_extension where extname = 'vector'")
+                .fetch_optional(pool)
+                .await?;
+        let pending_migrations = super::migrations::pending(db).await?;
+        Ok(DbHealth {
+            vector_extension,
+            pending_migrations,
+        })
     })
     .await
 }

@@ -16,7 +16,9 @@ use crate::metrics::{
     VERIFICATION_LATENCY, VERIFICATION_SIMILARITY, VERIFICATION_VERIFIED,
 };
 use crate::state::AppState;
-use crate::store::identities::{self, EnrollError, EnrollMode, IdentityRow, NewIdentityEmbedding};
+use crate::store::identities::{
+    self, EnrollError, EnrollMode, EnrolledMatch, IdentityRow, NewIdentityEmbedding,
+};
 use facepass_face::embedding::cosine;
 use facepass_face::{Face, FaceError, SkipReason};
 
@@ -73,6 +75,33 @@ pub struct VerifyOutcome {
     pub probe_face: FaceBox,
 }
 
+/// One of the identity's enrollment faces, compared with a verification probe.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EnrolledFace {
+    /// Which enrollment image, from 1, in the order the images were sent (appended images
+    /// follow the earlier ones).
+    pub image: i64,
+    /// Hex sha256 of that image's bytes, to tell which of the client's images it was.
+    pub image_sha256: String,
+    /// The face used from that image, [x1, y1, x2, y2] in pixels.
+    pub bbox: [f32; 4],
+    /// Cosine similarity of the probe's face to this enrollment face.
+    pub score: f32,
+    pub enrolled_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<EnrolledMatch> for EnrolledFace {
+    fn from(m: EnrolledMatch) -> Self {
+        Self {
+            image: m.image,
+            image_sha256: hex::encode(&m.image_sha256),
+            bbox: m.bbox.corners(),
+            score: m.similarity as f32,
+            enrolled_at: m.enrolled_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Candidate {
     pub identity_id: String,
@@ -109,7 +138,7 @@ fn not_enrolled(identity: &IdentityId) -> ApiError {
 }
 
 /// The largest usable face of one image, or a 422 that names the image when there is more than one.
-async fn largest_face(
+pub(crate) async fn largest_face(
     state: &AppState,
     bytes: Vec<u8>,
     label: Option<String>,
@@ -150,7 +179,7 @@ async fn largest_face(
     }
 }
 
-fn face_box(face: &Face) -> FaceBox {
+pub(crate) fn face_box(face: &Face) -> FaceBox {
     FaceBox {
         bbox: face.bbox.corners(),
         score: face.score,
@@ -253,6 +282,33 @@ pub async fn verify(
     probe: Vec<u8>,
     threshold: Option<Threshold>,
 ) -> Result<VerifyOutcome, ApiError> {
+    run_verify(state, tenant, identity, probe, threshold, 0)
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// `verify`, plus the identity's enrollment faces closest to the probe (at most `top_k`, best
+/// first): what `/api/v1/verify` reports as `results`. The decision still rests on the template
+/// (`similarity`); these show how each enrollment image compares.
+pub async fn verify_with_enrolled(
+    state: &AppState,
+    tenant: &TenantId,
+    identity: &IdentityId,
+    probe: Vec<u8>,
+    threshold: Option<Threshold>,
+    top_k: i64,
+) -> Result<(VerifyOutcome, Vec<EnrolledFace>), ApiError> {
+    run_verify(state, tenant, identity, probe, threshold, top_k).await
+}
+
+async fn run_verify(
+    state: &AppState,
+    tenant: &TenantId,
+    identity: &IdentityId,
+    probe: Vec<u8>,
+    threshold: Option<Threshold>,
+    enrolled_top_k: i64,
+) -> Result<(VerifyOutcome, Vec<EnrolledFace>), ApiError> {
     require_enabled(state)?;
     let start = Instant::now();
     counter!(VERIFICATION_ATTEMPTS).increment(1);
@@ -277,19 +333,29 @@ pub async fn verify(
         .map(|e| e.as_slice())
         .unwrap_or_default();
     let similarity = cosine(probe, row.template.as_slice());
+    let enrolled = if enrolled_top_k > 0 {
+        identities::enrolled_matches(&state.db, row.identity_pk, model_id, probe, enrolled_top_k)
+            .await?
+            .into_iter()
+            .map(EnrolledFace::from)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let verified = similarity >= threshold.get();
     histogram!(VERIFICATION_SIMILARITY).record(f64::from(similarity));
     if verified {
         counter!(VERIFICATION_VERIFIED).increment(1);
     }
     histogram!(VERIFICATION_LATENCY).record(start.elapsed().as_secs_f64());
-    Ok(VerifyOutcome {
+    let outcome = VerifyOutcome {
         verified,
         similarity,
         threshold: threshold.get(),
         identity_id: row.identity_id,
         probe_face: face_box(&face),
-    })
+    };
+    Ok((outcome, enrolled))
 }
 
 pub async fn identify(

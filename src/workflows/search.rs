@@ -13,7 +13,6 @@ use crate::state::AppState;
 use crate::store::catalog;
 
 pub const DEFAULT_TOP_K: i64 = 50;
-pub const MAX_TOP_K: i64 = 1000;
 
 /// A session search, checked.
 pub struct SearchRequest {

@@ -14,3 +14,4 @@ mod operations;
 mod search;
 mod sessions;
 mod shutdown;
+mod v1;

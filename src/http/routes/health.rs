@@ -125,7 +125,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn database_check(state: &AppState) -> Result<Option<String>, String> {
-    let db = crate::store::db::health(&state.db, CHECK_TIMEOUT)
+    let db = crate::store::maintenance::health(&state.db, CHECK_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     let Some(version) = db.vector_extension else {

@@ -43,7 +43,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
 
 /// The /api/v1 compatibility routes.
 pub fn configure_v1(cfg: &mut ServiceConfig) {
-    cfg.service(v1::enroll_identity).service(v1::verify);
+    cfg.service(v1::health)
+        .service(v1::enroll_identity)
+        .service(v1::verify)
+        .service(v1::search);
 }
 
 async fn openapi_json(spec: web::Data<OpenApi>) -> HttpResponse {

@@ -6,6 +6,7 @@ use actix_web::{post, web, HttpRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::config::MAX_TOP_K;
 use crate::domain::{SessionId, Threshold};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::auth::Tenant;
@@ -13,7 +14,7 @@ use crate::http::routes::form::{read_form, IMAGE_FIELDS};
 use crate::http::routes::parse_id;
 use crate::state::AppState;
 use crate::workflows::search::{
-    search_session, QueryFace, SearchHit, SearchRequest, DEFAULT_TOP_K, MAX_TOP_K,
+    search_session, QueryFace, SearchHit, SearchRequest, DEFAULT_TOP_K,
 };
 
 #[derive(Deserialize, ToSchema)]
