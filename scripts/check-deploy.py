@@ -39,6 +39,10 @@ DEFAULT_OK = {
     "REDIS_PASSWORD": "the stack's Redis has no password and is reachable only on its network",
     "IVFFLAT_PROBES": "the default (10) fits the default lists=100 of the IVFFlat index",
     "S3_KEY_PREFIX": "the stack has a bucket of its own, so keys need no prefix",
+    "VERIFY_TOP_K": "the face-pipeline's name for v1 search's default top_k; the default (50) is its",
+    "VERIFY_HNSW_EF": "the face-pipeline's setting, mapped onto IVFFLAT_PROBES only when that is unset",
+    "VECTOR_DIM": "the face-pipeline's name for EMBEDDING_DIMENSION, which the model already fixes",
+    "IDENTITY_COLLECTION": "the face-pipeline's setting; ignored here (with a start-up warning)",
 }
 
 # Variables that are not read by src/config.rs but by a library.
