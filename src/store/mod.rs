@@ -1,4 +1,7 @@
-//! Everything that talks to PostgreSQL, S3 and Redis.
+//! Everything that talks to PostgreSQL, S3 and Redis, and all the SQL. Every PostgreSQL call
+//! goes through `db::Db` (a deadline and a timing metric), as every S3 and Redis call goes
+//! through `photos` and `cache`. Imports `config`, `domain`, `metrics` and the engine's types,
+//! nothing above them.
 
 pub mod cache;
 pub mod catalog;

@@ -1,4 +1,6 @@
-//! HTTP routes: each module turns requests into calls and results into responses.
+//! HTTP routes, one module per resource: each turns a request into a workflow call and its
+//! result into a response (`form` reads multipart and JSON bodies for all of them). Imports
+//! `workflows`, `store` (for plain reads and deletions), `domain`, `state` and `http::auth`.
 
 use actix_web::dev::ResourceDef;
 use actix_web::http::{header, Method};
