@@ -840,8 +840,8 @@ def main() -> None:
     r: dict = {"params": {"faces": faces, "big": big, "mid": mid, "queries": nq,
                           "probes": probes, "big_lists": big_lists, "seed": a.seed},
                "timing": {}}
+    drop_database(admin, a.db)
     with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'drop database if exists "{a.db}"')
         c.execute(f'create database "{a.db}"')
     t_start = time.perf_counter()
     try:
@@ -930,13 +930,36 @@ def main() -> None:
         conn.close()
     finally:
         if not a.keep:
-            with psycopg.connect(admin, autocommit=True) as c:
-                c.execute(f'drop database if exists "{a.db}" with (force)')
+            drop_database(admin, a.db)
             log(f"dropped database {a.db}")
     r["timing"]["total_s"] = round(time.perf_counter() - t_start, 1)
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=2, default=str))
     print(report(r))
+
+
+def drop_database(admin: str, db: str, timeout_s: float = 120.0) -> None:
+    """Drops `db` as its non-superuser owner, reliably. `DROP DATABASE ... WITH (FORCE)` fails
+    for a non-superuser while an autovacuum worker runs in the database ("must be a member of the
+    role whose process is being terminated"); a plain DROP DATABASE asks autovacuum workers to
+    exit itself. So: refuse new connections, end our own role's stragglers, and retry the plain
+    drop while the database is still in use."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    with psycopg.connect(admin, autocommit=True) as c:
+        while c.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
+            try:
+                c.execute(f'alter database "{db}" with allow_connections false')
+                c.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                          "where datname = %s and pid <> pg_backend_pid() "
+                          "and usename = current_user", (db,))
+                c.execute(f'drop database if exists "{db}"')
+            except (psycopg.errors.ObjectInUse, psycopg.errors.InsufficientPrivilege) as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not drop database {db}: {e}") from e
+                log(f"drop database {db}: {e.diag.message_primary}; retrying")
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 if __name__ == "__main__":
