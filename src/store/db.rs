@@ -61,8 +61,9 @@ impl Db {
     }
 
     /// A call of a bulk or DBA command (`facepass gc`, `reembed`, `db`, `migrate`) that reads
-    /// or writes whole tables: timed under `operation`, bounded only by the statement timeout
-    /// of each statement (index builds and migrations set their own).
+    /// or writes whole tables: timed under `operation`, with no deadline of its own. The
+    /// server's pool still bounds each statement (`connect_lazy`); the DBA commands' pool
+    /// (`cli::setup::connect`) does not, since an index build may take minutes.
     pub async fn unbounded<T, E, F>(&self, operation: &'static str, f: F) -> Result<T, E>
     where
         F: std::future::Future<Output = Result<T, E>>,
