@@ -114,6 +114,10 @@ pub async fn spawn_app_with_engine(
         db: pool,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Well under the server's keep-alive (actix: 5 s): a connection idle that long may
+            // be closed by the server just as a request goes out on it (IncompleteMessage in
+            // the fault tests, which wait seconds for a service to stop or start).
+            .pool_idle_timeout(std::time::Duration::from_secs(1))
             .build()
             .expect("client"),
         config,
