@@ -120,6 +120,9 @@ pub struct FaceConfig {
     pub embedder_sha256: Option<String>,
     pub detector_size: u32,
     pub detection_threshold: Threshold,
+    /// PROBE_DETECTION_THRESHOLD: the score a probe's face needs (a selfie, a verification or
+    /// enrollment photo); indexing keeps `detection_threshold`.
+    pub probe_detection_threshold: Threshold,
     pub similarity_threshold: Threshold,
     pub embedding_dimension: usize,
     pub min_face_px: u32,
@@ -392,6 +395,7 @@ impl Vars<'_> {
             embedder_sha256: self.sha256("FACE_EMBEDDER_SHA256"),
             detector_size: self.detector_size(),
             detection_threshold: self.threshold("FACE_DETECTION_THRESHOLD", 0.6),
+            probe_detection_threshold: self.threshold("PROBE_DETECTION_THRESHOLD", 0.5),
             similarity_threshold: self
                 .threshold("FACE_SIMILARITY_THRESHOLD", DEFAULT_SIMILARITY_THRESHOLD),
             embedding_dimension: self.embedding_dimension(),
@@ -756,6 +760,11 @@ mod tests {
                 "FACE_DETECTION_THRESHOLD",
                 "NaN",
                 "FACE_DETECTION_THRESHOLD",
+            ),
+            (
+                "PROBE_DETECTION_THRESHOLD",
+                "1.2",
+                "PROBE_DETECTION_THRESHOLD",
             ),
             ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
             ("REDIS_URL", "http://x", "REDIS_URL"),

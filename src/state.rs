@@ -77,11 +77,14 @@ fn engine_config(face: &FaceConfig) -> EngineConfig {
     engine.detector_sha256 = face.detector_sha256.clone();
     engine.embedder_sha256 = face.embedder_sha256.clone();
     engine.det_size = face.detector_size;
-    // The engine keeps faces from the reference's floor up; those under
-    // FACE_DETECTION_THRESHOLD are reported as skipped (`low_score`), not dropped silently.
+    // The engine keeps faces from the reference's floor up (or from a lower probe or indexing
+    // threshold); those under the caller's threshold are reported as skipped (`low_score`), not
+    // dropped silently. The floor must not rise above PROBE_DETECTION_THRESHOLD, or a probe
+    // would lose the faces that threshold lets through.
     engine.det_threshold = face
         .detection_threshold
         .get()
+        .min(face.probe_detection_threshold.get())
         .min(facepass_face::DEFAULT_DET_THRESHOLD);
     engine.embedding_dim = face.embedding_dimension;
     engine.max_pixels = face.max_image_pixels;

@@ -19,6 +19,7 @@ use crate::state::AppState;
 use crate::store::identities::{
     self, EnrollError, EnrollMode, EnrolledMatch, IdentityRow, NewIdentityEmbedding,
 };
+use crate::workflows::options::{probe_recovery, Recovered};
 use facepass_face::embedding::cosine;
 use facepass_face::{Face, FaceError, SkipReason};
 
@@ -27,6 +28,10 @@ pub struct FaceBox {
     /// [x1, y1, x2, y2] in pixels.
     pub bbox: [f32; 4],
     pub score: f32,
+    /// Set when the face would have been missed under the indexing rules: `low_score` (it
+    /// scores under FACE_DETECTION_THRESHOLD) or `light_retry` (found only on a brightened copy
+    /// of a dark photo). A client may ask for a better-lit photo.
+    pub recovered: Option<Recovered>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -137,12 +142,13 @@ fn not_enrolled(identity: &IdentityId) -> ApiError {
     )
 }
 
-/// The largest usable face of one image, or a 422 that names the image when there is more than one.
+/// The largest usable face of one image and its box for the answer, or a 422 that names the
+/// image when there is more than one.
 pub(crate) async fn largest_face(
     state: &AppState,
     bytes: Vec<u8>,
     label: Option<String>,
-) -> Result<Face, ApiError> {
+) -> Result<(Face, FaceBox), ApiError> {
     let options = crate::workflows::options::probe_options(&state.config.face);
     let prefix = label.map(|l| format!("{l}: ")).unwrap_or_default();
     let analysis = match state.faces.run(move |e| e.analyze(&bytes, &options)).await {
@@ -157,6 +163,10 @@ pub(crate) async fn largest_face(
         }
     };
     crate::metrics::record_inference(&analysis.timings);
+    let recovered = analysis
+        .faces
+        .first()
+        .and_then(|f| probe_recovery(&state.config.face, &analysis, f));
     let Some(face) = analysis.faces.into_iter().next() else {
         return Err(ApiError::new(
             Code::NoFaceDetected,
@@ -164,7 +174,10 @@ pub(crate) async fn largest_face(
         ));
     };
     match (&face.skipped, &face.embedding) {
-        (None, Some(_)) => Ok(face),
+        (None, Some(_)) => {
+            let boxed = face_box(&face, recovered);
+            Ok((face, boxed))
+        }
         (Some(SkipReason::TooSmall), _) => Err(ApiError::new(
             Code::NoFaceDetected,
             format!(
@@ -179,10 +192,11 @@ pub(crate) async fn largest_face(
     }
 }
 
-pub(crate) fn face_box(face: &Face) -> FaceBox {
+fn face_box(face: &Face, recovered: Option<Recovered>) -> FaceBox {
     FaceBox {
         bbox: face.bbox.corners(),
         score: face.score,
+        recovered,
     }
 }
 
@@ -231,7 +245,7 @@ pub async fn enroll(
         .collect::<Result<Vec<_>, _>>()?;
     let embeddings: Vec<NewIdentityEmbedding> = faces
         .iter()
-        .map(|(sha, f)| NewIdentityEmbedding {
+        .map(|(sha, (f, _))| NewIdentityEmbedding {
             image_sha256: *sha,
             bbox: f.bbox.corners(),
             det_score: f.score,
@@ -258,7 +272,7 @@ pub async fn enroll(
     Ok(EnrollOutcome {
         vector_dim: row.template.as_slice().len(),
         identity: row.into(),
-        faces: faces.iter().map(|(_, f)| face_box(f)).collect(),
+        faces: faces.iter().map(|(_, (_, b))| b.clone()).collect(),
     })
 }
 
@@ -316,7 +330,7 @@ async fn run_verify(
     let row = identities::find(&state.db, tenant, identity)
         .await?
         .ok_or_else(|| not_enrolled(identity))?;
-    let face = largest_face(state, probe, None).await?;
+    let (face, probe_face) = largest_face(state, probe, None).await?;
     let model_id = state.faces.engine().model_id();
     if row.model_id != model_id {
         return Err(ApiError::new(
@@ -353,7 +367,7 @@ async fn run_verify(
         similarity,
         threshold: threshold.get(),
         identity_id: row.identity_id,
-        probe_face: face_box(&face),
+        probe_face,
     };
     Ok((outcome, enrolled))
 }
@@ -367,7 +381,7 @@ pub async fn identify(
 ) -> Result<IdentifyOutcome, ApiError> {
     require_enabled(state)?;
     let threshold = threshold.unwrap_or(state.config.identity.verify_threshold);
-    let face = largest_face(state, probe, None).await?;
+    let (face, probe_face) = largest_face(state, probe, None).await?;
     let probe = face
         .embedding
         .as_ref()
@@ -376,7 +390,7 @@ pub async fn identify(
     let model_id = state.faces.engine().model_id();
     let candidates = identities::nearest(&state.db, tenant, model_id, probe, top_k).await?;
     Ok(IdentifyOutcome {
-        probe_face: face_box(&face),
+        probe_face,
         threshold: threshold.get(),
         candidates: candidates
             .into_iter()

@@ -15,7 +15,7 @@ use crate::error::{ApiError, Code};
 use crate::metrics::SEARCHES;
 use crate::state::AppState;
 use crate::store::catalog::{self, TenantQuery};
-use crate::workflows::identity::{face_box, largest_face, FaceBox};
+use crate::workflows::identity::{largest_face, FaceBox};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TenantHit {
@@ -51,8 +51,8 @@ pub async fn search(
 ) -> Result<TenantSearchOutcome, ApiError> {
     let start = Instant::now();
     let threshold = threshold.unwrap_or(state.config.face.similarity_threshold);
-    let face = match largest_face(state, probe, None).await {
-        Ok(face) => face,
+    let (face, query_face) = match largest_face(state, probe, None).await {
+        Ok(found) => found,
         Err(e) => {
             if e.code() == Code::NoFaceDetected {
                 counter!(SEARCHES, "outcome" => "no_face").increment(1);
@@ -89,7 +89,7 @@ pub async fn search(
     counter!(SEARCHES, "outcome" => if hits.is_empty() { "no_match" } else { "match" })
         .increment(1);
     Ok(TenantSearchOutcome {
-        query: face_box(&face),
+        query: query_face,
         threshold: threshold.get(),
         top_k,
         hits,

@@ -423,6 +423,7 @@ fn analyze_marks_skipped_faces_and_embeds_only_the_rest() {
         min_score: 0.6,
         embed: true,
         largest_only: false,
+        light_retry: false,
     };
     let a = ENGINE.analyze(&bytes, &opts).expect("analyze");
     assert!(a.faces.len() >= 20);
@@ -702,4 +703,99 @@ fn every_fixture_photo_decodes_and_analyzes() {
             }
         }
     }
+}
+
+/// `v' = gain * v^gamma` on the stored 8-bit values: the dark copies of docs/THRESHOLDS.md.
+fn darkened(name: &str, gain: f32, gamma: f32) -> RgbImage {
+    let mut img = image::load_from_memory(&photo_bytes(name))
+        .expect("decode")
+        .to_rgb8();
+    for v in img.iter_mut() {
+        *v = (255.0 * gain * (f32::from(*v) / 255.0).powf(gamma)).round() as u8;
+    }
+    img
+}
+
+#[test]
+fn a_probe_takes_the_largest_face_that_passes_the_score() {
+    let img = image::load_from_memory(&photo_bytes("players.jpg"))
+        .expect("decode")
+        .to_rgb8();
+    let all = ENGINE
+        .analyze_image(
+            &img,
+            &AnalyzeOptions {
+                embed: false,
+                min_face_px: 0,
+                ..AnalyzeOptions::default()
+            },
+        )
+        .expect("analyze");
+    // A threshold the largest face misses and a smaller one passes.
+    let largest = all.faces[0].score;
+    let better = all.faces[1..]
+        .iter()
+        .map(|f| f.score)
+        .fold(0.0f32, f32::max);
+    assert!(better > largest, "players.jpg: {largest} is the best score");
+    let t = (largest + better) / 2.0;
+    let want = all.faces.iter().find(|f| f.score >= t).expect("a face");
+    let probe = ENGINE
+        .analyze_image(&img, &AnalyzeOptions::probe(t, 0))
+        .expect("analyze");
+    assert_eq!(probe.faces.len(), 1);
+    assert_eq!(probe.faces[0].bbox, want.bbox);
+    assert_eq!(probe.faces[0].skipped, None);
+    let passing = all.faces.iter().filter(|f| f.score >= t).count();
+    assert_eq!(probe.others, passing - 1);
+}
+
+#[test]
+fn a_dark_probe_without_a_face_is_looked_at_again_brightened() {
+    let original = ENGINE
+        .analyze(&photo_bytes("yaoming.jpg"), &AnalyzeOptions::probe(0.5, 0))
+        .expect("analyze");
+    let dark = darkened("yaoming.jpg", 0.03, 2.5);
+    assert!(crate::pipeline::light::mean_luma(&dark) < crate::pipeline::light::DARK_MEAN_LUMA);
+    let without = ENGINE
+        .analyze_image(
+            &dark,
+            &AnalyzeOptions {
+                light_retry: false,
+                ..AnalyzeOptions::probe(0.5, 0)
+            },
+        )
+        .expect("analyze");
+    assert!(
+        without.faces.iter().all(|f| f.embedding.is_none()),
+        "the dark copy has a face without the retry: {:?}",
+        without.faces
+    );
+    let with = ENGINE
+        .analyze_image(&dark, &AnalyzeOptions::probe(0.5, 0))
+        .expect("analyze");
+    assert!(with.light_retry);
+    assert_eq!(with.faces.len(), 1);
+    let (face, want) = (&with.faces[0], &original.faces[0]);
+    assert!(
+        face.bbox.iou(&want.bbox) > 0.7,
+        "{:?} vs {:?}",
+        face.bbox,
+        want.bbox
+    );
+    let similarity = cosine(
+        face.embedding.as_ref().expect("embedded").as_slice(),
+        want.embedding.as_ref().expect("embedded").as_slice(),
+    );
+    assert!(
+        similarity > 0.5,
+        "the lifted face is another person: {similarity}"
+    );
+
+    // Indexing never retries, and a bright photo is not retried.
+    let indexed = ENGINE
+        .analyze_image(&dark, &AnalyzeOptions::default())
+        .expect("analyze");
+    assert!(!indexed.light_retry && indexed.faces.iter().all(|f| f.embedding.is_none()));
+    assert!(!original.light_retry);
 }

@@ -14,6 +14,7 @@ use crate::pipeline::align::{align_face, Affine};
 use crate::pipeline::decode::{decode_image, DecodeLimits, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS};
 use crate::pipeline::detector::{ms_since, DetectParams, DetectTimings, Detector};
 use crate::pipeline::embedder::Embedder;
+use crate::pipeline::light;
 use crate::pipeline::quality::Quality;
 use crate::pipeline::tiling::TilingConfig;
 use crate::profile::PlanProfile;
@@ -98,14 +99,23 @@ pub struct AnalyzeOptions {
     pub min_score: f32,
     /// False: detect and measure only.
     pub embed: bool,
-    /// Only the largest face is reported (selfie search, verification).
+    /// Only the largest face scoring `min_score` or more is reported (selfie search,
+    /// verification); the largest face of all when none does, skipped as `low_score`.
     pub largest_only: bool,
+    /// When no face is usable and the photo is dark, look again on a gamma-lifted copy
+    /// (`pipeline::light`). Probes only: see `probe`.
+    pub light_retry: bool,
 }
 
 impl AnalyzeOptions {
     /// A probe: a selfie, a verification or identification photo, an enrollment photo. Only
     /// its largest face is analysed and embedded; the others are counted
     /// ([`Analysis::others`]).
+    ///
+    /// Probes get the retry for light, index photos do not: on ../shared/faceeval the retry
+    /// added no face to the 22 no-face photos, but it bought nothing for indexing either (the
+    /// faces it recovers are close-up selfies, and a group photo has faces, so it never fires)
+    /// while it would add a second detection (~19 ms) to every dark photo without a face.
     pub fn probe(min_score: f32, min_face_px: u32) -> Self {
         AnalyzeOptions {
             max_faces: 1,
@@ -113,6 +123,7 @@ impl AnalyzeOptions {
             min_score,
             embed: true,
             largest_only: true,
+            light_retry: true,
         }
     }
 }
@@ -125,6 +136,7 @@ impl Default for AnalyzeOptions {
             min_score: DEFAULT_DET_THRESHOLD,
             embed: true,
             largest_only: false,
+            light_retry: false,
         }
     }
 }
@@ -165,9 +177,12 @@ pub struct Analysis {
     pub model_id: String,
     /// Largest first.
     pub faces: Vec<Face>,
-    /// Faces left out by `largest_only`: detected beside the largest, scoring `min_score` or
-    /// more.
+    /// Faces left out by `largest_only`: detected beside the one reported, scoring
+    /// `min_score` or more.
     pub others: usize,
+    /// The faces come from the gamma-lifted copy (`AnalyzeOptions::light_retry`); their
+    /// embeddings are of the lifted crops.
+    pub light_retry: bool,
     pub timings: StageTimings,
 }
 
@@ -300,16 +315,48 @@ impl FaceEngine {
         img: &RgbImage,
         opts: &AnalyzeOptions,
     ) -> Result<Analysis, FaceError> {
+        let first = self.analyze_once(img, opts)?;
+        if !opts.light_retry || first.faces.iter().any(|f| f.skipped.is_none()) {
+            return Ok(first);
+        }
+        let t = Instant::now();
+        let Some(lifted) = light::lifted_if_dark(img) else {
+            return Ok(first);
+        };
+        let lift_ms = ms_since(t);
+        let mut retry = self.analyze_once(&lifted, opts)?;
+        let mut timings = first.timings;
+        timings.detect_ms += lift_ms + retry.timings.detect_ms;
+        timings.align_ms += retry.timings.align_ms;
+        timings.embed_ms += retry.timings.embed_ms;
+        if retry.faces.iter().any(|f| f.skipped.is_none()) {
+            retry.light_retry = true;
+            retry.timings = timings;
+            Ok(retry)
+        } else {
+            // Nothing usable either way: the first look's faces say why.
+            Ok(Analysis { timings, ..first })
+        }
+    }
+
+    fn analyze_once(&self, img: &RgbImage, opts: &AnalyzeOptions) -> Result<Analysis, FaceError> {
         let mut timings = StageTimings::default();
         let t = Instant::now();
         let mut dets = self.detect(img)?;
         timings.detect_ms = ms_since(t);
         let mut others = 0;
         if opts.largest_only && !dets.is_empty() {
-            others = dets[1..]
+            // Largest first: the first that passes the score, else the largest (low_score).
+            let pick = dets
                 .iter()
-                .filter(|d| d.score >= opts.min_score)
+                .position(|d| d.score >= opts.min_score)
+                .unwrap_or(0);
+            others = dets
+                .iter()
+                .enumerate()
+                .filter(|(i, d)| *i != pick && d.score >= opts.min_score)
                 .count();
+            dets.swap(0, pick);
             dets.truncate(1);
         }
 
@@ -355,6 +402,7 @@ impl FaceEngine {
             model_id: self.model_id().to_owned(),
             faces,
             others,
+            light_retry: false,
             timings,
         })
     }
