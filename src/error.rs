@@ -59,6 +59,7 @@ codes! {
     ImageTooLarge           => "image_too_large",          InvalidRequest, UNPROCESSABLE_ENTITY;
     NoFaceDetected          => "no_face_detected",         InvalidRequest, UNPROCESSABLE_ENTITY;
     NotEnoughImages         => "not_enough_images",        InvalidRequest, UNPROCESSABLE_ENTITY;
+    TooManySelfies          => "too_many_selfies",         InvalidRequest, UNPROCESSABLE_ENTITY;
     RateLimited             => "rate_limited",             RateLimit,      TOO_MANY_REQUESTS;
     Overloaded              => "overloaded",               Unavailable,    SERVICE_UNAVAILABLE;
     DatabaseUnavailable     => "database_unavailable",     Unavailable,    SERVICE_UNAVAILABLE;

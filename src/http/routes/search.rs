@@ -1,4 +1,5 @@
-//! POST /api/v2/search: the photos of a session a selfie's person appears in.
+//! POST /api/v2/search: the photos of a session a selfie's person appears in (one selfie, or up
+//! to three of the same person).
 
 use std::time::Instant;
 
@@ -8,13 +9,13 @@ use utoipa::ToSchema;
 
 use crate::config::MAX_TOP_K;
 use crate::domain::{SessionId, Threshold};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::http::auth::Tenant;
 use crate::http::routes::form::{read_form, IMAGE_FIELDS};
 use crate::http::routes::parse_id;
 use crate::state::AppState;
 use crate::workflows::search::{
-    search_session, QueryFace, SearchHit, SearchRequest, DEFAULT_TOP_K,
+    search_session, QueryFace, SearchHit, SearchRequest, SelfieReport, DEFAULT_TOP_K, MAX_SELFIES,
 };
 
 #[derive(Deserialize, ToSchema)]
@@ -22,8 +23,10 @@ use crate::workflows::search::{
 pub struct SearchForm {
     #[schema(example = "wedding-2026-11-21")]
     session_id: String,
-    /// The selfie: its largest face is searched for.
-    #[schema(value_type = String, format = Binary)]
+    /// The selfie: its largest face is searched for. Repeat the field (or send `images_b64` in
+    /// JSON) for up to 3 selfies of the same person: their faces are averaged into one query,
+    /// leaving out a selfie whose face matches none of the others.
+    #[schema(value_type = Vec<String>, format = Binary)]
     file: Vec<u8>,
     /// Most photos to return (1-1000, default 50).
     #[schema(minimum = 1, maximum = 1000)]
@@ -36,10 +39,12 @@ pub struct SearchForm {
 #[derive(Serialize, ToSchema)]
 pub struct SearchResponse {
     pub session_id: String,
-    /// The selfie face that was searched for (the largest).
+    /// The face searched for: the largest of the first selfie used.
     pub query_face: QueryFace,
-    /// Other faces seen in the selfie, not searched.
+    /// Other faces seen in the selfies used, not searched.
     pub other_faces: usize,
+    /// One entry per selfie sent, in order: whether its face was used, and why not.
+    pub selfies: Vec<SelfieReport>,
     pub threshold: f32,
     pub top_k: i64,
     /// One entry per photo, best first.
@@ -59,7 +64,7 @@ pub struct SearchResponse {
         (status = 404, description = "session_not_found", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
-        (status = 422, description = "no_face_detected, invalid_image, invalid_field", body = ErrorBody),
+        (status = 422, description = "no_face_detected, invalid_image, invalid_field, too_many_selfies", body = ErrorBody),
         (status = 429, description = "rate_limited", body = ErrorBody),
         (status = 503, description = "overloaded, database_unavailable", body = ErrorBody),
     )
@@ -86,13 +91,26 @@ pub async fn search(
         None => state.config.face.similarity_threshold,
         Some(t) => Threshold::parse(t).map_err(|e| ApiError::invalid_field("threshold", e))?,
     };
-    let selfie = form.one_file(IMAGE_FIELDS)?.to_vec();
+    let selfies = form.files(IMAGE_FIELDS);
+    if selfies.is_empty() {
+        return Err(ApiError::missing_field(IMAGE_FIELDS[0]));
+    }
+    if selfies.len() > MAX_SELFIES {
+        return Err(ApiError::new(
+            Code::TooManySelfies,
+            format!(
+                "{} selfies sent; a search takes at most {MAX_SELFIES}",
+                selfies.len()
+            ),
+        ));
+    }
+    let selfies = selfies.into_iter().map(<[u8]>::to_vec).collect();
     let outcome = search_session(
         &state,
         SearchRequest {
             tenant: tenant.id,
             session: session.clone(),
-            selfie,
+            selfies,
             top_k,
             threshold,
         },
@@ -102,6 +120,7 @@ pub async fn search(
         session_id: session.to_string(),
         query_face: outcome.query_face,
         other_faces: outcome.other_faces,
+        selfies: outcome.selfies,
         threshold: threshold.get(),
         top_k,
         results: outcome.hits,
