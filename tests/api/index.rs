@@ -357,3 +357,30 @@ async fn an_internal_error_is_a_500_that_leaks_nothing(pool: PgPool) {
         "{body}"
     );
 }
+
+#[sqlx::test]
+async fn a_low_probe_threshold_adds_no_face_to_indexed_photos(pool: PgPool) {
+    // At 0.3 the engine's floor drops to 0.3 too; indexing must still keep only faces at
+    // FACE_DETECTION_THRESHOLD (0.6): the counts of docs/THRESHOLDS.md at 0.6.
+    let app = spawn_app_with(
+        pool,
+        HashMap::from([("PROBE_DETECTION_THRESHOLD", "0.3".to_owned())]),
+    )
+    .await;
+    for (file, want) in [
+        ("gdp.jpg", 4),
+        ("players.jpg", 16),
+        ("nofaces_chelsea.png", 0),
+        ("nofaces_coffee.png", 0),
+    ] {
+        let body = app.index("party", file, file).await;
+        let faces = body["faces"].as_array().expect("faces");
+        assert_eq!(faces.len(), want, "{file}: {body}");
+        assert!(
+            faces
+                .iter()
+                .all(|f| f["score"].as_f64().is_some_and(|s| s >= 0.6)),
+            "{file}: {body}"
+        );
+    }
+}
