@@ -799,3 +799,48 @@ fn a_dark_probe_without_a_face_is_looked_at_again_brightened() {
     assert!(!indexed.light_retry && indexed.faces.iter().all(|f| f.embedding.is_none()));
     assert!(!original.light_retry);
 }
+
+/// The retry's cost per probe (docs/PERFORMANCE.md, "The retry for light"):
+/// `cargo test --workspace --lib -- --ignored --nocapture light_retry_cost`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn light_retry_cost() {
+    for name in ["yaoming.jpg", "obama3.jpg"] {
+        retry_cost_of(name);
+    }
+}
+
+fn retry_cost_of(name: &str) {
+    let dark = darkened(name, 0.03, 2.5);
+    let with = AnalyzeOptions::probe(0.5, 0);
+    let without = AnalyzeOptions {
+        light_retry: false,
+        ..with.clone()
+    };
+    assert!(
+        ENGINE
+            .analyze_image(&dark, &with)
+            .expect("analyze")
+            .light_retry,
+        "{name}"
+    );
+    let (mut on, mut off, mut lift) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..15 {
+        for (opts, out) in [(&without, &mut off), (&with, &mut on)] {
+            let t = std::time::Instant::now();
+            ENGINE.analyze_image(&dark, opts).expect("analyze");
+            out.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let t = std::time::Instant::now();
+        crate::pipeline::light::lifted_if_dark(&dark).expect("dark");
+        lift.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    for v in [&mut on, &mut off, &mut lift] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "{name} {}x{} dark probe, ms (min / median / max of 15, alternated): without retry {:.1} / {:.1} / {:.1}, with retry {:.1} / {:.1} / {:.1}, the lift alone {:.2} / {:.2} / {:.2}",
+        dark.width(), dark.height(),
+        off[0], off[7], off[14], on[0], on[7], on[14], lift[0], lift[7], lift[14]
+    );
+}
