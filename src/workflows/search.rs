@@ -74,7 +74,8 @@ pub struct SearchHit {
     /// The photo's best-matching face.
     pub face_id: Uuid,
     pub bbox: [f32; 4],
-    /// Cosine similarity of that face to the selfie's face.
+    /// Cosine similarity of that face to the query (the selfie's face, or the normalised mean
+    /// of the selfies' faces).
     pub similarity: f32,
     /// Presigned GET URL of the photo (expires after S3_PRESIGN_EXPIRY_SECS).
     pub url: String,
@@ -91,8 +92,9 @@ pub struct SearchOutcome {
     pub hits: Vec<SearchHit>,
 }
 
-/// The photos of a session that show the selfie's person: 404 `session_not_found`, 422
-/// `no_face_detected` when the selfie has no usable face.
+/// The photos of a session that show the selfies' person: 404 `session_not_found`, 422
+/// `no_face_detected` when no selfie has a usable face. The selfies are analysed one after
+/// another, so a search holds one inference worker at a time however many it sends.
 pub async fn search_session(
     state: &AppState,
     req: SearchRequest,
@@ -125,7 +127,10 @@ pub async fn search_session(
         };
         return Err(ApiError::new(Code::NoFaceDetected, message));
     };
-    let query_face = first.report.face.clone();
+    let query_face =
+        first.report.face.clone().ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("a selfie was used without a face"))
+        })?;
     let other_faces = used.iter().map(|s| s.others).sum();
     let embedding = mean_embedding(&used)?;
 
@@ -152,8 +157,6 @@ pub async fn search_session(
     }
     counter!(SEARCHES, "outcome" => if hits.is_empty() { "no_match" } else { "match" })
         .increment(1);
-    let query_face = query_face
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a selfie was used without a face")))?;
     Ok(SearchOutcome {
         query_face,
         other_faces,

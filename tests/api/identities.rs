@@ -299,3 +299,33 @@ async fn the_feature_flag_disables_identities_but_not_search(pool: PgPool) {
     app.index("party", "p1", "obama.jpg").await;
     assert_eq!(app.found("party", "obama3.jpg").await, ["p1"]);
 }
+
+#[sqlx::test]
+async fn a_verify_probe_says_when_its_face_was_recovered(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (status, body) = json(enroll(&app, &app.key, "obama", &ENROLL, "").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["faces"][0]["recovered"].is_null(), "{body}");
+
+    // Too dark for any face at the first look; the retry for light finds it.
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(crate::search::darkened("obama3.jpg", 0.03, 2.5))
+            .file_name("dark.png"),
+    );
+    let resp = app
+        .client
+        .post(app.url("/api/v2/identities/obama/verify"))
+        .header("X-API-Key", &app.key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = json(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["probe_face"]["recovered"], "light_retry", "{body}");
+
+    let (status, body) = json(verify(&app, &app.key, "obama", "obama3.jpg").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["probe_face"]["recovered"].is_null(), "{body}");
+}

@@ -162,7 +162,7 @@ async fn top_k_and_threshold_shape_the_results(pool: PgPool) {
 
 /// A fixture photo with `v' = gain * v^gamma` on its 8-bit values, as PNG: the dark copies of
 /// docs/THRESHOLDS.md, built here so that no altered photo is committed.
-fn darkened(name: &str, gain: f32, gamma: f32) -> Vec<u8> {
+pub fn darkened(name: &str, gain: f32, gamma: f32) -> Vec<u8> {
     let mut img = image::load_from_memory(&photo(name))
         .expect("decode")
         .to_rgb8();
@@ -319,4 +319,31 @@ async fn four_selfies_or_none_with_a_face_get_422(pool: PgPool) {
     .await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error_code(resp).await, "no_face_detected");
+}
+
+#[sqlx::test]
+async fn selfies_may_come_as_a_json_array_of_base64_images(pool: PgPool) {
+    use base64::Engine;
+    let app = spawn_app(pool).await;
+    event(&app).await;
+    let b64 = |name: &str| base64::engine::general_purpose::STANDARD.encode(photo(name));
+    let post = |images: Vec<String>| {
+        app.client
+            .post(app.url("/api/v2/search"))
+            .header("X-API-Key", &app.key)
+            .json(&serde_json::json!({ "session_id": "party", "images_b64": images }))
+            .send()
+    };
+    let body = ok_json(
+        post(vec![b64("obama3.jpg"), b64("obama.jpg")])
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(photo_ids(&body), ["obama-1", "obama-2"], "{body}");
+    assert_eq!(body["selfies"].as_array().map(Vec::len), Some(2), "{body}");
+
+    let resp = post(vec![b64("obama3.jpg"); 4]).await.expect("request");
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_code(resp).await, "too_many_selfies");
 }
