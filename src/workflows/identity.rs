@@ -19,9 +19,9 @@ use crate::state::AppState;
 use crate::store::identities::{
     self, EnrollError, EnrollMode, EnrolledMatch, IdentityRow, NewIdentityEmbedding,
 };
-use crate::workflows::options::{probe_recovery, Recovered};
+use crate::workflows::options::{analyze_probe, Probe, Recovered};
 use facepass_face::embedding::cosine;
-use facepass_face::{Face, FaceError, SkipReason};
+use facepass_face::{Face, FaceError};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FaceBox {
@@ -149,10 +149,9 @@ pub(crate) async fn largest_face(
     bytes: Vec<u8>,
     label: Option<String>,
 ) -> Result<(Face, FaceBox), ApiError> {
-    let options = crate::workflows::options::probe_options(&state.config.face);
     let prefix = label.map(|l| format!("{l}: ")).unwrap_or_default();
-    let analysis = match state.faces.run(move |e| e.analyze(&bytes, &options)).await {
-        Ok(a) => a,
+    let probe = match analyze_probe(state, bytes).await {
+        Ok(p) => p,
         Err(e @ (FaceError::Overloaded | FaceError::Inference(_))) => return Err(e.into()),
         Err(e) => {
             let api: ApiError = e.into();
@@ -162,30 +161,25 @@ pub(crate) async fn largest_face(
             ));
         }
     };
-    crate::metrics::record_inference(&analysis.timings);
-    let recovered = analysis
-        .faces
-        .first()
-        .and_then(|f| probe_recovery(&state.config.face, &analysis, f));
-    let Some(face) = analysis.faces.into_iter().next() else {
-        return Err(ApiError::new(
-            Code::NoFaceDetected,
-            format!("{prefix}no face found"),
-        ));
-    };
-    match (&face.skipped, &face.embedding) {
-        (None, Some(_)) => {
+    match probe {
+        Probe::Face {
+            face, recovered, ..
+        } => {
             let boxed = face_box(&face, recovered);
             Ok((face, boxed))
         }
-        (Some(SkipReason::TooSmall), _) => Err(ApiError::new(
+        Probe::NoFace => Err(ApiError::new(
+            Code::NoFaceDetected,
+            format!("{prefix}no face found"),
+        )),
+        Probe::TooSmall(face_px) => Err(ApiError::new(
             Code::NoFaceDetected,
             format!(
-                "{prefix}the face is too small ({:.0} px; at least {} needed)",
-                face.quality.face_px, state.config.face.min_face_px
+                "{prefix}the face is too small ({face_px} px; at least {} needed)",
+                state.config.face.min_face_px
             ),
         )),
-        _ => Err(ApiError::new(
+        Probe::LowScore => Err(ApiError::new(
             Code::NoFaceDetected,
             format!("{prefix}no usable face found"),
         )),

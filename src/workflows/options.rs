@@ -1,10 +1,12 @@
-//! How a photo is analysed: for indexing (every face) and as a probe (its largest face).
+//! How a photo is analysed: for indexing (every face) and as a probe (its largest face, and
+//! what became of it: `analyze_probe`, which every probe of every workflow goes through).
 
-use facepass_face::{Analysis, AnalyzeOptions, Face};
+use facepass_face::{Analysis, AnalyzeOptions, Face, FaceError, SkipReason};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::FaceConfig;
+use crate::state::AppState;
 
 /// How a photo is analysed for indexing: every face up to MAX_FACES_PER_PHOTO, those under
 /// MIN_FACE_PX or FACE_DETECTION_THRESHOLD reported as skipped. Re-embedding with another model
@@ -48,4 +50,47 @@ pub fn probe_recovery(face: &FaceConfig, analysis: &Analysis, used: &Face) -> Op
     } else {
         None
     }
+}
+
+/// A probe's largest face, analysed with `probe_options`: usable, or why not.
+pub enum Probe {
+    /// Embedded (`face.embedding` is set). `others`: the faces beside it (`Analysis::others`).
+    Face {
+        face: Face,
+        recovered: Option<Recovered>,
+        others: usize,
+    },
+    /// No face was found.
+    NoFace,
+    /// Its largest face is under MIN_FACE_PX: its size in pixels.
+    TooSmall(u32),
+    /// Its faces score under PROBE_DETECTION_THRESHOLD.
+    LowScore,
+}
+
+/// Runs a probe through the engine (one inference worker) and says what its largest face is.
+pub async fn analyze_probe(state: &AppState, bytes: Vec<u8>) -> Result<Probe, FaceError> {
+    let options = probe_options(&state.config.face);
+    let analysis = state
+        .faces
+        .run(move |engine| engine.analyze(&bytes, &options))
+        .await?;
+    crate::metrics::record_inference(&analysis.timings);
+    let recovered = analysis
+        .faces
+        .first()
+        .and_then(|f| probe_recovery(&state.config.face, &analysis, f));
+    let others = analysis.others;
+    let Some(face) = analysis.faces.into_iter().next() else {
+        return Ok(Probe::NoFace);
+    };
+    Ok(match (face.skipped, &face.embedding) {
+        (None, Some(_)) => Probe::Face {
+            face,
+            recovered,
+            others,
+        },
+        (Some(SkipReason::TooSmall), _) => Probe::TooSmall(face.quality.face_px),
+        _ => Probe::LowScore,
+    })
 }

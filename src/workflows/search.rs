@@ -7,14 +7,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use facepass_face::{Embedding, SkipReason};
+use facepass_face::Embedding;
 
 use crate::domain::{SessionId, TenantId, Threshold};
 use crate::error::{ApiError, Code};
 use crate::metrics::SEARCHES;
 use crate::state::AppState;
 use crate::store::catalog;
-use crate::workflows::options::{probe_options, probe_recovery, Recovered};
+use crate::workflows::options::{analyze_probe, Probe, Recovered};
 
 pub const DEFAULT_TOP_K: i64 = 50;
 /// Most selfies one search takes. Three already find 98-100% of a person's photos on the hard
@@ -177,28 +177,24 @@ async fn look_at_selfie(
     index: usize,
     bytes: Vec<u8>,
 ) -> Result<Selfie, ApiError> {
-    let options = probe_options(&state.config.face);
-    let analysis = state
-        .faces
-        .run(move |engine| engine.analyze(&bytes, &options))
-        .await?;
-    crate::metrics::record_inference(&analysis.timings);
-    let largest = analysis.faces.first();
-    let (status, face, embedding) = match largest {
-        None => (SelfieStatus::NoFace, None, None),
-        Some(f) => match (f.skipped, &f.embedding) {
-            (None, Some(e)) => (
-                SelfieStatus::Used,
-                Some(QueryFace {
-                    bbox: f.bbox.corners(),
-                    score: f.score,
-                    recovered: probe_recovery(&state.config.face, &analysis, f),
-                }),
-                Some(e.clone()),
-            ),
-            (Some(SkipReason::TooSmall), _) => (SelfieStatus::TooSmall, None, None),
-            _ => (SelfieStatus::LowScore, None, None),
-        },
+    let (status, face, embedding, others) = match analyze_probe(state, bytes).await? {
+        Probe::Face {
+            face,
+            recovered,
+            others,
+        } => (
+            SelfieStatus::Used,
+            Some(QueryFace {
+                bbox: face.bbox.corners(),
+                score: face.score,
+                recovered,
+            }),
+            face.embedding,
+            others,
+        ),
+        Probe::NoFace => (SelfieStatus::NoFace, None, None, 0),
+        Probe::TooSmall(_) => (SelfieStatus::TooSmall, None, None, 0),
+        Probe::LowScore => (SelfieStatus::LowScore, None, None, 0),
     };
     Ok(Selfie {
         report: SelfieReport {
@@ -207,7 +203,7 @@ async fn look_at_selfie(
             face,
         },
         embedding,
-        others: analysis.others,
+        others,
     })
 }
 

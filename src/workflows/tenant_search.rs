@@ -73,7 +73,6 @@ pub async fn search(
         top_k,
         probes: state.config.database.ivfflat_probes,
     };
-    // Statements may run 6x the connection timeout (store::db::connect_lazy).
     let found = catalog::search_tenant(&state.db, &query).await?;
     let mut hits = Vec::with_capacity(found.len());
     for hit in found {
